@@ -1,0 +1,1 @@
+"""Example slurpers and job files shipped with slurp."""

@@ -1,0 +1,177 @@
+"""Local server processes on loopback: a private ``redis-server`` and a SecantusDB
+(MongoDB wire protocol) server. Used by the test suite, the benchmarks and the
+embedded default. SecantusDB is started as a separate program (``secantusd-py``),
+never imported, so production code paths do not depend on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Self
+
+__all__ = ["LocalServer", "RedisServer", "SecantusServer", "ServerStartError", "free_port"]
+
+#: How long a server may take to accept connections after it was started.
+DEFAULT_START_TIMEOUT_S = 30.0
+#: How long a server may take to exit after SIGTERM before it is killed.
+DEFAULT_STOP_TIMEOUT_S = 10.0
+
+
+class ServerStartError(RuntimeError):
+    """A local server could not be started; the message carries its log tail."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _port_open(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+        return True
+    return False
+
+
+def find_program(name: str) -> str | None:
+    """``name`` next to the running interpreter (a venv's bin), else on PATH."""
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else shutil.which(name)
+
+
+class LocalServer:
+    """A child server process listening on 127.0.0.1:``port``; restartable."""
+
+    program = ""
+
+    def __init__(self, port: int | None = None, workdir: Path | None = None) -> None:
+        self.port = port or free_port()
+        self._own_dir = workdir is None
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix=f"slurp-{self.program}-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.workdir / f"{self.program}.log"
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    def command(self) -> list[str]:
+        """The argv starting the server on ``self.port``."""
+        raise NotImplementedError
+
+    @property
+    def url(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def start(self, timeout_s: float = DEFAULT_START_TIMEOUT_S) -> Self:
+        """Start the process and wait until it accepts connections."""
+        argv = self.command()
+        if find_program(argv[0]) is None:
+            raise ServerStartError(f"{argv[0]} is not installed (see scripts/bootstrap)")
+        argv[0] = str(find_program(argv[0]))
+        self._log = self.log_path.open("ab")
+        self._process = subprocess.Popen(
+            argv, stdout=self._log, stderr=subprocess.STDOUT, cwd=self.workdir
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise ServerStartError(
+                    f"{self.program} exited with {self._process.returncode}:\n{self.log_tail()}"
+                )
+            if _port_open(self.port):
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise ServerStartError(
+            f"{self.program} did not listen within {timeout_s}s:\n{self.log_tail()}"
+        )
+
+    def stop(self, timeout_s: float = DEFAULT_STOP_TIMEOUT_S) -> None:
+        """Terminate the process (kill it if it lingers); safe to call twice."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def kill(self) -> None:
+        """SIGKILL the process, as a crash would."""
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
+        self.stop()
+
+    def close(self) -> None:
+        self.stop()
+        if self._own_dir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def log_tail(self, lines: int = 20) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class RedisServer(LocalServer):
+    """``redis-server`` with no persistence, on loopback."""
+
+    program = "redis-server"
+
+    def command(self) -> list[str]:
+        return [
+            "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+            "--save", "", "--appendonly", "no", "--dir", str(self.workdir),
+        ]  # fmt: skip
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+
+class SecantusServer(LocalServer):
+    """SecantusDB (MongoDB wire protocol on WiredTiger): in memory, or on ``data_dir``."""
+
+    program = "secantusd-py"
+
+    def __init__(
+        self, port: int | None = None, workdir: Path | None = None, data_dir: Path | None = None
+    ) -> None:
+        super().__init__(port, workdir)
+        self.data_dir = data_dir
+
+    def command(self) -> list[str]:
+        storage = str(self.data_dir) if self.data_dir is not None else ":memory:"
+        return [
+            "secantusd-py", "--host", "127.0.0.1", "--port", str(self.port),
+            "--storage-path", storage, "--log-level", "WARNING",
+        ]  # fmt: skip
+
+    @property
+    def url(self) -> str:
+        return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"

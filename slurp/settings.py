@@ -1,0 +1,93 @@
+"""Settings from ``SLURP_*`` environment variables (pydantic-settings).
+
+Unknown ``SLURP_*`` variables are rejected (a typo must not silently fall back to a
+default). ``SLURP_TEST_*`` is reserved for the test suite and ignored here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from slurp.errors import SettingsError
+
+__all__ = ["ENV_PREFIX", "Settings", "load_settings"]
+
+ENV_PREFIX = "SLURP_"
+_RESERVED_PREFIXES = ("SLURP_TEST_",)
+
+
+class Settings(BaseSettings):
+    """Runtime configuration. Every field is set by ``SLURP_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis broker URL; unset = in-process broker (slurp dev only).",
+    )
+    mongo_url: str | None = Field(
+        default=None,
+        description="MongoDB URL; unset = the embedded SecantusDB server in data_dir.",
+    )
+    mongo_db: str = Field(default="slurp", min_length=1, max_length=63, pattern=r"^[^/\\. \"$]+$")
+    data_dir: Path = Field(
+        default=Path(".slurp"), description="Local data folder of the embedded default."
+    )
+    queue_name: str = Field(default="slurp", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    metrics_port: int = Field(default=9191, ge=0, le=65535, description="0 disables /metrics.")
+    metrics_host: str = "0.0.0.0"
+    slurper_modules: list[str] = Field(
+        default_factory=lambda: ["examples"],
+        description="Module prefixes a slurper may be imported from (JSON list).",
+    )
+    log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build ``Settings`` from ``environ`` (default ``os.environ``).
+
+    Raises ``SettingsError`` naming every unknown or invalid ``SLURP_*`` variable.
+    """
+    env = dict(os.environ if environ is None else environ)
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    problems = [
+        f"{key}: unknown setting; known: {', '.join(sorted(known))}"
+        for key in sorted(env)
+        if key.upper().startswith(ENV_PREFIX)
+        and key.upper() not in known
+        and not key.upper().startswith(_RESERVED_PREFIXES)
+    ]
+    values = {
+        key[len(ENV_PREFIX) :].lower(): _decode(key[len(ENV_PREFIX) :].lower(), value)
+        for key, value in env.items()
+        if key.upper() in known
+    }
+    try:
+        # model_validate validates exactly ``values``: no second read of os.environ.
+        settings = Settings.model_validate(values)
+    except ValidationError as exc:
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else "?"
+            problems.append(f"{ENV_PREFIX}{field.upper()}: {error['msg']}")
+    if not problems:
+        return settings
+    raise SettingsError("invalid environment:\n  " + "\n  ".join(problems))
+
+
+def _decode(field: str, value: str) -> object:
+    # List settings are JSON arrays or comma-separated values.
+    if field == "slurper_modules":
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError:
+                return text
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
