@@ -1,0 +1,1 @@
+"""MongoDB storage: collection strategies with staging, job registry, event log, history."""

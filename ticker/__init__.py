@@ -1,0 +1,1 @@
+"""The cron ticker service: emits one RunJob per (job, slot) (see the ticker issue)."""

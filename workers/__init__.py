@@ -1,0 +1,1 @@
+"""Dramatiq actors that run jobs and consume events (see the workers issue)."""
