@@ -47,6 +47,24 @@ class Settings(BaseSettings):
         description="Module prefixes a slurper may be imported from (JSON list).",
     )
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
+    jobs_file: Path | None = Field(
+        default=None, description="A job file (YAML/JSON) loaded into the registry at start."
+    )
+    http_timeout_s: float = Field(default=30.0, gt=0, description="Timeout of one HTTP request.")
+    http_retries: int = Field(default=3, ge=0, description="Retries on 429/5xx/connection errors.")
+    ticker_poll_s: float = Field(
+        default=1.0, gt=0, le=60, description="How often the ticker re-reads job definitions."
+    )
+    lease_ttl_s: float = Field(
+        default=60.0, gt=0, description="A run's job lease expires this long after its holder's "
+        "last renewal (the holder renews every ttl/3)."
+    )
+    history_max_age_days: float = Field(
+        default=90.0, gt=0, description="Execution history older than this is deleted."
+    )
+    history_max_runs: int = Field(
+        default=1000, ge=1, description="At most this many history entries are kept per job."
+    )
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from slurp.localservers import RedisServer, SecantusServer, ServerStartError
+from storage.store import Store, connect
 
 
 def _unavailable(what: str, exc: Exception) -> None:
@@ -58,3 +59,12 @@ def mongo_url() -> Iterator[str]:
 def mongo_db_name() -> str:
     """A fresh database name per test, so tests never see each other's data."""
     return f"t_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def store(mongo_url: str, mongo_db_name: str) -> Iterator[Store]:
+    """A ``storage.Store`` on a fresh database of the session's MongoDB server."""
+    handle = connect(mongo_url, mongo_db_name)
+    yield handle
+    handle.client.drop_database(mongo_db_name)
+    handle.close()

@@ -1,0 +1,99 @@
+"""Bulk helpers shared by strategies: streamed copies and keyed upserts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from bson.codec_options import CodecOptions
+from bson.raw_bson import RawBSONDocument
+from pymongo import ReplaceOne
+from pymongo.collection import Collection
+from pymongo.errors import BulkWriteError, DocumentTooLarge
+
+from storage.store import Doc
+
+__all__ = [
+    "BATCH_SIZE",
+    "batched",
+    "copy_collection",
+    "insert_ignoring_duplicates",
+    "read_chunks",
+    "stage_chunks",
+    "upsert_by_id",
+]
+
+#: Records per bulk operation: large enough to amortise round trips, small enough
+#: to keep memory flat.
+BATCH_SIZE = 1000
+_DUPLICATE_KEY = 11000
+
+
+def batched(items: Iterable[Any], size: int = BATCH_SIZE) -> Iterator[list[Any]]:
+    """Lists of up to ``size`` consecutive items."""
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def copy_collection(source: Collection[Doc], target: Collection[Doc]) -> int:
+    """Copy every document (``_id`` included) as raw BSON; return how many."""
+    raw = source.with_options(codec_options=CodecOptions(document_class=RawBSONDocument))
+    copied = 0
+    for batch in batched(raw.find(batch_size=BATCH_SIZE)):
+        target.insert_many(batch, ordered=False)
+        copied += len(batch)
+    return copied
+
+
+def insert_ignoring_duplicates(target: Collection[Doc], docs: list[Any]) -> list[int]:
+    """Insert ``docs``; those whose ``_id`` exists already are skipped. Returns the
+    indexes (into ``docs``) of the skipped ones."""
+    try:
+        target.insert_many(docs, ordered=False)
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if any(error.get("code") != _DUPLICATE_KEY for error in errors):
+            raise
+        return [int(error["index"]) for error in errors]
+    return []
+
+
+def upsert_by_id(target: Collection[Doc], docs: list[Doc]) -> tuple[int, int]:
+    """Replace-or-insert each doc by ``_id`` (ids unique within ``docs``).
+
+    Every doc is first inserted (cheap, and a duplicate ``_id`` costs only a rejected
+    write); the ones whose ``_id`` existed are then replaced. Idempotent. Returns
+    ``(inserted, updated)``.
+    """
+    existing = insert_ignoring_duplicates(target, docs)
+    if existing:
+        target.bulk_write(
+            [ReplaceOne({"_id": docs[i]["_id"]}, docs[i], upsert=True) for i in existing],
+            ordered=False,
+        )
+    return len(docs) - len(existing), len(existing)
+
+
+def stage_chunks(target: Collection[Doc], first: int, records: list[Doc]) -> None:
+    """Store ``records`` as one staging document ``{_id: first, records: [...]}``,
+    split in halves while it exceeds MongoDB's document size limit."""
+    try:
+        target.insert_one({"_id": first, "records": records})
+    except DocumentTooLarge:
+        if len(records) == 1:
+            raise
+        half = len(records) // 2
+        stage_chunks(target, first, records[:half])
+        stage_chunks(target, first + half, records[half:])
+
+
+def read_chunks(source: Collection[Doc]) -> Iterator[tuple[int, list[Doc]]]:
+    """The staged chunks in position order, as ``(first position, records)``."""
+    for chunk in source.find(sort=[("_id", 1)], batch_size=8):
+        yield chunk["_id"], chunk["records"]

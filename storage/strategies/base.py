@@ -1,0 +1,151 @@
+"""The interface of a collection strategy: open a run, feed batches, commit or abort.
+
+    strategy = strategy_for(store, spec)
+    run = strategy.begin(run_id)          # also cleans up after crashed runs
+    try:
+        for batch in batches:
+            run.write(batch)              # checks and stages the records
+        result = run.commit()             # the new data becomes visible, all at once
+    except BaseException:
+        run.abort()                       # nothing of this run stays behind
+        raise
+
+Contract of every implementation:
+- ``write`` checks each record (``storage.records``) and raises ``BadRecordError``
+  naming its position; memory use does not grow with the number of records.
+- Until ``commit`` returns, readers see exactly the data as it was before the run.
+- ``abort`` (or a crash followed by the next ``begin``) removes everything the run wrote.
+- ``commit`` raises ``CommitConflictError`` if another run committed in between, and
+  leaves the data as that other run made it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import ClassVar
+
+from contracts.jobs import CollectionSpec, CollectionType
+from storage.catalog import Catalog, CatalogEntry
+from storage.errors import StorageError
+from storage.records import Record, normalise
+from storage.store import Store
+
+__all__ = ["DEFAULT_RETIRE_GRACE_S", "CollectionStrategy", "CommitResult", "RunWriter"]
+
+#: How long replaced live data is kept so readers that started before a commit can
+#: finish; dropped by a later commit after that.
+DEFAULT_RETIRE_GRACE_S = 300.0
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    """What a committed run did."""
+
+    records_written: int
+    inserted: int
+    updated: int
+    records_total: int
+    version: int | None = None
+
+
+class RunWriter(ABC):
+    """One run's writes into one collection. Not thread-safe; one per run."""
+
+    def __init__(self, strategy: CollectionStrategy, entry: CatalogEntry, run_id: str) -> None:
+        self.strategy = strategy
+        self.store = strategy.store
+        self.catalog = strategy.catalog
+        self.entry = entry
+        self.run_id = run_id
+        self.position = 0
+        self.state = "open"
+
+    def write(self, records: Iterable[object]) -> int:
+        """Check and stage one batch; return how many records it held."""
+        self._expect_open()
+        docs = [normalise(record, self.position + i) for i, record in enumerate(records)]
+        if docs:
+            self._write(docs)
+            self.position += len(docs)
+        return len(docs)
+
+    def commit(self) -> CommitResult:
+        self._expect_open()
+        try:
+            result = self._commit()
+        except BaseException:
+            self.abort()
+            raise
+        self.state = "committed"
+        self.catalog.drop_retired(self.entry.name, self.strategy.retire_grace_s)
+        return result
+
+    def abort(self) -> None:
+        """Remove what this run wrote; safe to call in any state."""
+        if self.state != "open":
+            return
+        self.state = "aborted"
+        self._abort()
+
+    def _expect_open(self) -> None:
+        if self.state != "open":
+            raise StorageError(f"run {self.run_id} is already {self.state}")
+
+    @abstractmethod
+    def _write(self, docs: list[Record]) -> None: ...
+
+    @abstractmethod
+    def _commit(self) -> CommitResult: ...
+
+    @abstractmethod
+    def _abort(self) -> None: ...
+
+
+class CollectionStrategy(ABC):
+    """One collection type's semantics; ``begin`` opens a run on it."""
+
+    kind: ClassVar[CollectionType]
+    #: The live data is one fixed physical collection written in place at commit
+    #: (upserted, accumulative) rather than a new one per run.
+    in_place: ClassVar[bool] = False
+
+    def __init__(
+        self, store: Store, spec: CollectionSpec, retire_grace_s: float = DEFAULT_RETIRE_GRACE_S
+    ) -> None:
+        if spec.type != self.kind:
+            raise ValueError(f"{type(self).__name__} handles '{self.kind}', not '{spec.type}'")
+        self.store = store
+        self.spec = spec
+        self.catalog = Catalog(store)
+        self.retire_grace_s = retire_grace_s
+
+    def begin(self, run_id: str) -> RunWriter:
+        """Open a run. Leftovers of crashed runs are cleaned up first (``recover``).
+
+        The caller must hold the job's lease: two runs of one collection at once end
+        in a ``CommitConflictError`` for one of them.
+        """
+        entry = self.recover()
+        return self._begin(entry, run_id)
+
+    def recover(self) -> CatalogEntry:
+        """Finish or undo what crashed runs left; return the fresh catalog entry."""
+        entry = self.ensure()
+        for run in entry.runs:
+            self._recover_run(entry, run.physical, run.state)
+        return self.ensure() if entry.runs else entry
+
+    def ensure(self) -> CatalogEntry:
+        """The catalog entry, created on first use."""
+        live = self.store.physical_name(self.spec.name, "live") if self.in_place else None
+        return self.catalog.ensure(self.spec, live=live)
+
+    def _recover_run(self, entry: CatalogEntry, physical: str, state: str) -> None:
+        """Default: a crashed run's staging is simply dropped."""
+        self.store.db.drop_collection(physical)
+        self.catalog.end_run(entry.name, physical)
+
+    @abstractmethod
+    def _begin(self, entry: CatalogEntry, run_id: str) -> RunWriter: ...

@@ -1,0 +1,153 @@
+"""Event log and the execution history projected from it (real MongoDB-wire server)."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from contracts.events import Event, JobFailed, JobRejected, JobStarted, JobSucceeded
+from storage.events import EventLog
+from storage.history import History
+from storage.store import Store
+
+T0 = datetime(2026, 11, 1, 4, 0, tzinfo=UTC)
+
+
+def lifecycle(run_id: str = "run-1", job: str = "users") -> list[Event]:
+    """Attempt 1 fails and will retry, attempt 2 succeeds."""
+    return [
+        JobStarted(run_id=run_id, job=job, attempt=1, at=T0, trigger="schedule", scheduled_for=T0),
+        JobFailed(
+            run_id=run_id,
+            job=job,
+            attempt=1,
+            at=T0 + timedelta(seconds=2),
+            error_type="FetchError",
+            message="HTTP 503",
+            will_retry=True,
+            duration_s=2,
+        ),
+        JobStarted(
+            run_id=run_id,
+            job=job,
+            attempt=2,
+            at=T0 + timedelta(seconds=10),
+            trigger="schedule",
+            scheduled_for=T0,
+        ),
+        JobSucceeded(
+            run_id=run_id,
+            job=job,
+            attempt=2,
+            at=T0 + timedelta(seconds=13),
+            records_read=10,
+            records_written=9,
+            inserted=7,
+            updated=2,
+            version=4,
+            duration_s=3.0,
+        ),
+    ]
+
+
+def final_doc(history: History, run_id: str = "run-1") -> dict[str, object]:
+    doc = history.get(run_id)
+    assert doc is not None
+    return doc
+
+
+def test_lifecycle_projection(store: Store) -> None:
+    history = History(store)
+    for event in lifecycle():
+        history.apply(event)
+    doc = final_doc(history)
+    assert doc["status"] == "succeeded"
+    assert doc["attempts"] == 2
+    assert doc["trigger"] == "schedule"
+    assert doc["started_at"] == T0 and doc["first_at"] == T0
+    assert doc["finished_at"] == T0 + timedelta(seconds=13)
+    assert (doc["records_read"], doc["records_written"], doc["inserted"], doc["updated"]) == (
+        10,
+        9,
+        7,
+        2,
+    )
+    assert doc["version"] == 4 and doc["duration_s"] == 3.0
+    assert doc["error"] is None
+
+
+def test_every_order_and_duplicates_give_the_same_history(store: Store) -> None:
+    events = lifecycle()
+    history = History(store)
+    for event in events:
+        history.apply(event)
+    expected = final_doc(history)
+    for n, order in enumerate(itertools.permutations(events)):
+        run_id = f"perm-{n}"
+        for event in order + order[:2]:  # and some events applied twice
+            history.apply(event.model_copy(update={"run_id": run_id}))
+        got = final_doc(history, run_id)
+        assert {**got, "_id": "run-1"} == expected, order
+
+
+def test_failure_states(store: Store) -> None:
+    history = History(store)
+    history.apply(JobStarted(run_id="r", job="users", at=T0))
+    assert final_doc(history, "r")["status"] == "running"
+    history.apply(
+        JobFailed(
+            run_id="r",
+            job="users",
+            at=T0,
+            error_type="BadRecordError",
+            message="record at position 3: upsert key 'id' is missing",
+        )
+    )
+    doc = final_doc(history, "r")
+    assert doc["status"] == "failed"
+    assert doc["error"] == {
+        "type": "BadRecordError",
+        "message": "record at position 3: upsert key 'id' is missing",
+    }
+    history.apply(JobRejected(run_id="x", job="nope", at=T0, reason="unknown job 'nope'"))
+    assert final_doc(history, "x")["status"] == "rejected"
+
+
+def test_event_log_is_idempotent_and_rebuilds_history(store: Store) -> None:
+    log, history = EventLog(store), History(store)
+    log.ensure_indexes()
+    events = lifecycle("a") + lifecycle("b", job="cities")[:1]
+    for event in events:
+        assert log.append(event) is True
+        history.apply(event)
+    assert log.append(events[0]) is False  # same event_id: stored once
+    assert log.count() == len(events)
+    assert [e.event_id for e in log.for_run("a")] == [e.event_id for e in events[:4]]
+    before = {d["_id"]: d for d in history.last_runs(limit=10)}
+    store.db["slurp_history"].update_one({"_id": "a"}, {"$set": {"status": "garbage"}})
+    assert history.rebuild(log) == len(events)
+    assert {d["_id"]: d for d in history.last_runs(limit=10)} == before
+
+
+def test_last_runs_and_retention(store: Store) -> None:
+    history = History(store)
+    history.ensure_indexes()
+    for i in range(6):
+        history.apply(JobStarted(run_id=f"u{i}", job="users", at=T0 + timedelta(days=i)))
+    history.apply(JobStarted(run_id="c0", job="cities", at=T0))
+    assert [d["_id"] for d in history.last_runs("users", limit=3)] == ["u5", "u4", "u3"]
+    report = history.prune(
+        max_age=timedelta(days=4), max_runs_per_job=2, now=T0 + timedelta(days=5)
+    )
+    assert (report.by_age, report.by_count) == (2, 3)  # u0, c0 by age; u1-u3 by count
+    assert [d["_id"] for d in history.last_runs(limit=10)] == ["u5", "u4"]
+
+
+@pytest.mark.parametrize("bad", [{"kind": "started"}, {"kind": "nope", "run_id": "r"}])
+def test_malformed_stored_event_is_reported(store: Store, bad: dict[str, object]) -> None:
+    log = EventLog(store)
+    store.db["slurp_events"].insert_one({"_id": "e1", "at": T0, **bad})
+    with pytest.raises(ValueError, match="validation error"):
+        list(log.replay())
