@@ -132,9 +132,8 @@ def main() -> None:
                 f"peak RSS streaming normal: {args.memory_records // 10} rec {small:.0f} MiB, "
                 f"{args.memory_records} rec {large:.0f} MiB, ratio {large / small:.2f}x"
             )
-        print(
-            f"(bench process peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB)"
-        )
+        own_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"(bench process peak RSS {own_mb:.0f} MiB)")
     finally:
         if server is not None:
             server.close()

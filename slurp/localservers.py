@@ -139,14 +139,26 @@ class LocalServer:
 
 
 class RedisServer(LocalServer):
-    """``redis-server`` with no persistence, on loopback."""
+    """``redis-server`` on loopback; ``persistent`` keeps data across restarts (AOF,
+    fsync on every write, as production should run it)."""
 
     program = "redis-server"
 
+    def __init__(
+        self, port: int | None = None, workdir: Path | None = None, persistent: bool = False
+    ) -> None:
+        super().__init__(port, workdir)
+        self.persistent = persistent
+
     def command(self) -> list[str]:
+        aof = (
+            ["--appendonly", "yes", "--appendfsync", "always"]
+            if self.persistent
+            else ["--appendonly", "no"]
+        )
         return [
             "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-            "--save", "", "--appendonly", "no", "--dir", str(self.workdir),
+            "--save", "", *aof, "--dir", str(self.workdir),
         ]  # fmt: skip
 
     @property

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from slurp.errors import SettingsError
 
@@ -47,6 +47,20 @@ class Settings(BaseSettings):
         description="Module prefixes a slurper may be imported from (JSON list).",
     )
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # ``load_settings`` reads the environment itself (to name unknown and invalid
+        # variables); the model only validates the values it is given.
+        return (init_settings,)
+
     jobs_file: Path | None = Field(
         default=None, description="A job file (YAML/JSON) loaded into the registry at start."
     )
@@ -56,8 +70,17 @@ class Settings(BaseSettings):
         default=1.0, gt=0, le=60, description="How often the ticker re-reads job definitions."
     )
     lease_ttl_s: float = Field(
-        default=60.0, gt=0, description="A run's job lease expires this long after its holder's "
-        "last renewal (the holder renews every ttl/3)."
+        default=60.0,
+        gt=0,
+        description="A run's job lease expires this long after its holder's "
+        "last renewal (the holder renews every ttl/3).",
+    )
+    worker_processes: int = Field(default=2, ge=1, le=64, description="`slurp worker` processes.")
+    worker_threads: int = Field(default=4, ge=1, le=64, description="Threads per worker process.")
+    worker_heartbeat_timeout_s: float = Field(
+        default=15.0,
+        ge=1,
+        description="A worker silent this long is dead; its messages are redelivered to others.",
     )
     history_max_age_days: float = Field(
         default=90.0, gt=0, description="Execution history older than this is deleted."

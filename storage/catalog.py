@@ -11,7 +11,8 @@ atomicity), so readers see the old data or the new data, never a mix::
      last_version: 7,
      versions: [{n, physical, run_id, created_at, records}],
      runs: [{run_id, physical, state, started_at}],   # staging of runs in progress
-     retired: [{physical, at}]}                 # old live data, dropped after a grace
+     retired: [{physical, at}],                 # old live data, dropped after a grace
+     committed: [run_id, ...]}                  # the last COMMITTED_KEPT committed runs
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ from contracts.jobs import CollectionSpec, CollectionType
 from storage.errors import CollectionNotFoundError, CollectionTypeMismatch
 from storage.store import Doc, Store
 
-__all__ = ["Catalog", "CatalogEntry", "StagedRun", "VersionInfo"]
+__all__ = ["COMMITTED_KEPT", "Catalog", "CatalogEntry", "StagedRun", "VersionInfo"]
+
+#: How many committed run ids a collection remembers (to refuse running one twice).
+COMMITTED_KEPT = 200
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,7 @@ class CatalogEntry:
     versions: tuple[VersionInfo, ...]
     runs: tuple[StagedRun, ...]
     retired: tuple[tuple[str, datetime], ...]
+    committed: tuple[str, ...] = ()
 
     @classmethod
     def from_doc(cls, doc: Doc) -> CatalogEntry:
@@ -96,6 +101,7 @@ class CatalogEntry:
                 for r in doc.get("runs", [])
             ),
             retired=tuple((r["physical"], r["at"]) for r in doc.get("retired", [])),
+            committed=tuple(doc.get("committed", [])),
         )
 
     def version(self, number: int) -> VersionInfo | None:
@@ -180,15 +186,22 @@ class Catalog:
         return result.modified_count == 1
 
     def end_run(
-        self, name: str, physical: str, inc_records: int = 0, run_id: str | None = None
+        self,
+        name: str,
+        physical: str,
+        inc_records: int = 0,
+        run_id: str | None = None,
+        committed: str | None = None,
     ) -> None:
-        """Unregister the run(s) writing ``physical`` (only ``run_id``'s if given)."""
+        """Unregister the run(s) writing ``physical`` (only ``run_id``'s if given);
+        ``committed`` names a run whose data is now applied."""
         match: Doc = {"physical": physical}
         if run_id is not None:
             match["run_id"] = run_id
-        self.docs.update_one(
-            {"_id": name}, {"$pull": {"runs": match}, "$inc": {"records": inc_records}}
-        )
+        update: Doc = {"$pull": {"runs": match}, "$inc": {"records": inc_records}}
+        if committed is not None:
+            update["$push"] = {"committed": _committed(committed)}
+        self.docs.update_one({"_id": name}, update)
 
     def publish(
         self,
@@ -219,10 +232,14 @@ class Catalog:
         if prune_below is not None:
             retire += [v["physical"] for v in keep if v["n"] < prune_below]
             keep = [v for v in keep if v["n"] >= prune_below]
+        run_id = next(r["run_id"] for r in entry["runs"] if r["physical"] == staging)
         update: Doc = {
             "$set": {"live": staging, "records": records, "versions": keep},
             "$pull": {"runs": {"physical": staging}},
-            "$push": {"retired": {"$each": [{"physical": p, "at": now} for p in retire]}},
+            "$push": {
+                "retired": {"$each": [{"physical": p, "at": now} for p in retire]},
+                "committed": _committed(run_id),
+            },
         }
         if version is not None:
             update["$set"]["last_version"] = version.number
@@ -237,6 +254,7 @@ class Catalog:
                 "$set": {"seq": seq},
                 "$inc": {"records": records},
                 "$pull": {"runs": {"run_id": run_id}},
+                "$push": {"committed": _committed(run_id)},
             },
         )
         return result.modified_count == 1
@@ -267,3 +285,7 @@ class Catalog:
 
     def raw(self, name: str) -> dict[str, Any] | None:
         return self.docs.find_one({"_id": name})
+
+
+def _committed(run_id: str) -> Doc:
+    return {"$each": [run_id], "$slice": -COMMITTED_KEPT}

@@ -4,6 +4,7 @@
      ├── BadRecordError           a record cannot be stored (the run fails, nothing is written)
      ├── CollectionTypeMismatch   the collection exists with another type or key
      ├── CommitConflictError      another run changed the collection since this one began
+     ├── RunAlreadyCommitted      this run id was committed before (it must not apply twice)
      ├── CollectionNotFoundError  no collection of that name
      ├── VersionNotFoundError     no such version of a versioned collection
      ├── JobNotFoundError         no job of that name in the registry
@@ -22,6 +23,7 @@ __all__ = [
     "CommitConflictError",
     "InvalidJobRecordError",
     "JobNotFoundError",
+    "RunAlreadyCommitted",
     "StorageError",
     "VersionNotFoundError",
 ]
@@ -49,6 +51,11 @@ class CollectionTypeMismatch(StorageError):
 
 class CommitConflictError(StorageError):
     """The collection changed under this run (two runs of one job overlapped)."""
+
+
+class RunAlreadyCommitted(StorageError):
+    """The run id was committed to the collection before; running it again would
+    apply its records twice (e.g. append them twice to an accumulative collection)."""
 
 
 class CollectionNotFoundError(StorageError, LookupError):

@@ -11,7 +11,12 @@ from collections.abc import Iterator
 import pytest
 
 from contracts.jobs import CollectionType
-from storage.errors import BadRecordError, CollectionTypeMismatch, VersionNotFoundError
+from storage.errors import (
+    BadRecordError,
+    CollectionTypeMismatch,
+    RunAlreadyCommitted,
+    VersionNotFoundError,
+)
 from storage.reader import CollectionReader
 from storage.runs import store_run
 from storage.store import DATA_PREFIX, Store
@@ -223,3 +228,12 @@ def test_empty_run(store: Store) -> None:
         expected = [] if kind in (CollectionType.NORMAL, CollectionType.VERSIONED) else [LEANNE]
         assert live(store, spec.name) == expected, kind
         assert result.records_written == 0
+
+
+@pytest.mark.parametrize("kind", TYPES)
+def test_a_committed_run_is_never_applied_twice(store: Store, kind: CollectionType) -> None:
+    spec = spec_for(kind, "users")
+    store_run(strategy_for(store, spec), "run-1", [LEANNE])
+    with pytest.raises(RunAlreadyCommitted, match="run run-1 was already committed"):
+        store_run(strategy_for(store, spec), "run-1", [LEANNE])
+    assert live(store, "users") == [LEANNE]

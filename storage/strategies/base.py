@@ -28,7 +28,7 @@ from typing import ClassVar
 
 from contracts.jobs import CollectionSpec, CollectionType
 from storage.catalog import Catalog, CatalogEntry
-from storage.errors import StorageError
+from storage.errors import RunAlreadyCommitted, StorageError
 from storage.records import Record, normalise
 from storage.store import Store
 
@@ -124,10 +124,16 @@ class CollectionStrategy(ABC):
     def begin(self, run_id: str) -> RunWriter:
         """Open a run. Leftovers of crashed runs are cleaned up first (``recover``).
 
-        The caller must hold the job's lease: two runs of one collection at once end
-        in a ``CommitConflictError`` for one of them.
+        Raises ``RunAlreadyCommitted`` if ``run_id`` was committed before (a
+        redelivered message). The caller must hold the job's lease: of two runs of
+        one collection at once, at most one commits (``CommitConflictError``).
         """
         entry = self.recover()
+        if run_id in entry.committed:
+            raise RunAlreadyCommitted(
+                f"run {run_id} was already committed to collection {entry.name!r}; "
+                "a run is applied at most once"
+            )
         return self._begin(entry, run_id)
 
     def recover(self) -> CatalogEntry:

@@ -51,7 +51,9 @@ class _UpsertedWriter(RunWriter):
         # in place (state 'committing') for the next run to replay, so no abort.
         self.state = "committing"
         inserted, updated = self.strategy.merge(self.entry, self.staging_name)
-        self.catalog.end_run(self.entry.name, self.staging_name, inc_records=inserted)
+        self.catalog.end_run(
+            self.entry.name, self.staging_name, inc_records=inserted, committed=self.run_id
+        )
         self.store.db.drop_collection(self.staging_name)
         return CommitResult(
             records_written=self.position,
@@ -84,7 +86,9 @@ class UpsertedStrategy(CollectionStrategy):
         for run in entry.runs:
             if run.state == "committing":
                 inserted, _ = self.merge(entry, run.physical)
-                self.catalog.end_run(entry.name, run.physical, inc_records=inserted)
+                self.catalog.end_run(
+                    entry.name, run.physical, inc_records=inserted, committed=run.run_id
+                )
                 self.store.db.drop_collection(run.physical)
             else:
                 self._recover_run(entry, run.physical, run.state)

@@ -1,0 +1,303 @@
+"""The job registry: one document per job in ``slurp_jobs``.
+
+Document layout (``_id`` is the job name)::
+
+    {_id: "users",
+     definition: {...},        # JobDefinition.model_dump(mode="json")
+     revision: 42,             # from one global counter: unique, grows on every change
+     created_at, updated_at,   # UTC
+     active_since,             # slots at or before this never fire: set on creation,
+                               # on a schedule change and on resume
+     last_slot}                # latest cron slot the ticker handled (fired or skipped)
+
+Revisions come from ``slurp_counters`` (``{_id: "job_revision", value}``), so they
+are unique across jobs and never reused, even after a delete. Writing an identical
+definition is a no-op (no new revision), so loading the same job file at every start
+changes nothing. Concurrent writers are serialised by a compare-and-set on
+``revision``. The ticker's bookkeeping (``last_slot``) does not change the revision.
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from pymongo import ReturnDocument, UpdateOne
+from pymongo.errors import DuplicateKeyError
+
+from contracts.base import utcnow
+from contracts.jobfile import load_jobs
+from contracts.jobs import JobDefinition
+from storage.errors import CommitConflictError, InvalidJobRecordError, JobNotFoundError
+from storage.store import Doc, Store
+
+__all__ = ["JOBS_COLLECTION", "JobRecord", "JobRegistry"]
+
+#: The registry's collection.
+JOBS_COLLECTION = "slurp_jobs"
+_COUNTERS_COLLECTION = "slurp_counters"
+_REVISION_COUNTER = "job_revision"
+# Compare-and-set attempts before a write gives up (only under heavy write contention).
+_MAX_WRITE_ATTEMPTS = 20
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """A registered job as stored, with the registry's bookkeeping."""
+
+    definition: JobDefinition
+    revision: int
+    updated_at: datetime
+    last_slot: datetime | None
+    created_at: datetime
+    active_since: datetime
+
+    @property
+    def name(self) -> str:
+        return self.definition.name
+
+    @property
+    def schedule_cursor(self) -> datetime:
+        """Slots at or before this instant are done: handled, or before the schedule applied."""
+        if self.last_slot is None:
+            return self.active_since
+        return max(self.last_slot, self.active_since)
+
+    @classmethod
+    def from_doc(cls, doc: Doc) -> JobRecord:
+        """Raises ``InvalidJobRecordError`` for a document that does not validate."""
+        name = str(doc.get("_id"))
+        try:
+            definition = JobDefinition.model_validate(doc["definition"])
+            return cls(
+                definition=definition,
+                revision=int(doc["revision"]),
+                updated_at=_aware(doc["updated_at"]),
+                last_slot=_aware(doc["last_slot"]) if doc.get("last_slot") else None,
+                created_at=_aware(doc["created_at"]),
+                active_since=_aware(doc["active_since"]),
+            )
+        except ValidationError as exc:
+            raise InvalidJobRecordError(name, _short(exc)) from None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidJobRecordError(name, f"bad or missing field: {exc!r}") from None
+
+
+class JobRegistry:
+    """Create, read, change and delete job definitions; the ticker's slot bookkeeping."""
+
+    def __init__(self, store: Store, clock: Callable[[], datetime] = utcnow) -> None:
+        self.store = store
+        self.docs = store.db[JOBS_COLLECTION]
+        self._counters = store.db[_COUNTERS_COLLECTION]
+        self._clock = clock
+
+    # -- definitions ------------------------------------------------------------------
+
+    def put(self, definition: JobDefinition) -> JobRecord:
+        """Create or replace the job ``definition.name``; return the stored record.
+
+        An identical definition changes nothing. A changed ``schedule``, or a resume
+        (``paused`` true -> false), moves ``active_since`` to now: slots missed before
+        the change never fire, so an edit or a resume does not trigger a catch-up run.
+        """
+        data = definition.model_dump(mode="json")
+        for _ in range(_MAX_WRITE_ATTEMPTS):
+            current = self.docs.find_one({"_id": definition.name})
+            record = self._create(data) if current is None else self._replace(current, data)
+            if record is not None:
+                return record
+        raise CommitConflictError(f"job {definition.name!r} kept changing; try again")
+
+    def get(self, name: str) -> JobRecord | None:
+        """The job ``name``, or None. Raises ``InvalidJobRecordError`` if it is corrupt."""
+        doc = self.docs.find_one({"_id": name})
+        return JobRecord.from_doc(doc) if doc is not None else None
+
+    def require(self, name: str) -> JobRecord:
+        """The job ``name``; raises ``JobNotFoundError`` naming the jobs that do exist."""
+        record = self.get(name)
+        if record is None:
+            raise self._not_found(name)
+        return record
+
+    def list(
+        self, on_invalid: Callable[[InvalidJobRecordError], None] | None = None
+    ) -> list[JobRecord]:
+        """Every valid job, sorted by name.
+
+        A corrupt document is left out and passed to ``on_invalid`` (default: logged as
+        a warning), so one bad document never hides the others.
+        """
+        records = []
+        for doc in self.docs.find({}).sort("_id", 1):
+            try:
+                records.append(JobRecord.from_doc(doc))
+            except InvalidJobRecordError as exc:
+                if on_invalid is None:
+                    log.warning("skipping job: %s", exc)
+                else:
+                    on_invalid(exc)
+        return records
+
+    def delete(self, name: str) -> bool:
+        """Remove job ``name``; False if there was none."""
+        return self.docs.delete_one({"_id": name}).deleted_count == 1
+
+    def set_paused(self, name: str, paused: bool) -> JobRecord:
+        """Pause or resume job ``name`` (its stored definition's ``paused``)."""
+        for _ in range(_MAX_WRITE_ATTEMPTS):
+            doc = self.docs.find_one({"_id": name})
+            if doc is None:
+                raise self._not_found(name)
+            record = JobRecord.from_doc(doc)
+            if record.definition.paused == paused:
+                return record
+            data = record.definition.model_copy(update={"paused": paused}).model_dump(mode="json")
+            updated = self._replace(doc, data)
+            if updated is not None:
+                return updated
+        raise CommitConflictError(f"job {name!r} kept changing; try again")
+
+    def load_file(self, path: str | Path) -> builtins.list[JobRecord]:
+        """``put`` every job of a job file (see ``contracts.jobfile``); jobs missing from
+        the file are left alone. Raises ``JobFileError`` before writing anything."""
+        return [self.put(definition) for definition in load_jobs(path)]
+
+    def version_token(self) -> str:
+        """A short string that changes whenever any job is created, changed or deleted.
+
+        Exact (a digest of every job's name and unique revision), and cheap: one query
+        returning two small fields per job. ``advance_slot`` does not change it.
+        """
+        pairs = sorted(
+            (str(doc["_id"]), str(doc.get("revision")))
+            for doc in self.docs.find({}, {"revision": 1})
+        )
+        digest = hashlib.sha256()
+        for name, revision in pairs:
+            digest.update(f"{name}\x00{revision}\x00".encode())
+        return digest.hexdigest()[:24]
+
+    # -- schedule bookkeeping ---------------------------------------------------------
+
+    def last_scheduled_slot(self, name: str) -> datetime | None:
+        """The latest slot the ticker handled for ``name``; None if none yet."""
+        doc = self.docs.find_one({"_id": name}, {"last_slot": 1})
+        if doc is None:
+            raise self._not_found(name)
+        return _aware(doc["last_slot"]) if doc.get("last_slot") else None
+
+    def advance_slot(self, name: str, slot: datetime) -> bool:
+        """Record ``slot`` as handled, only if it is later than the stored one.
+
+        Atomic (one conditional update): concurrent tickers can never move it back.
+        False if nothing changed (an equal or later slot is stored, or no such job).
+        """
+        # $max: sets a missing or null field, else keeps the later date (BSON order).
+        result = self.docs.update_one({"_id": name}, {"$max": {"last_slot": _slot(slot)}})
+        return result.modified_count == 1
+
+    def advance_slots(self, slots: Mapping[str, datetime]) -> int:
+        """``advance_slot`` for many jobs in one round trip; returns how many moved."""
+        if not slots:
+            return 0
+        updates = [
+            UpdateOne({"_id": name}, {"$max": {"last_slot": _slot(slot)}})
+            for name, slot in slots.items()
+        ]
+        return self.docs.bulk_write(updates, ordered=False).modified_count
+
+    # -- internals --------------------------------------------------------------------
+
+    def _not_found(self, name: str) -> JobNotFoundError:
+        names = sorted(str(doc["_id"]) for doc in self.docs.find({}, {"_id": 1}))
+        known = ", ".join(names[:20]) + (" ..." if len(names) > 20 else "")
+        hint = f"registered jobs: {known}" if names else "no jobs are registered"
+        return JobNotFoundError(f"no job named {name!r} ({hint})")
+
+    def _now(self) -> datetime:
+        """The clock, at MongoDB's millisecond precision (what reads give back)."""
+        now = _aware(self._clock())
+        return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+    def _create(self, data: dict[str, Any]) -> JobRecord | None:
+        now = self._now()
+        doc: Doc = {
+            "_id": data["name"],
+            "definition": data,
+            "revision": self._next_revision(),
+            "created_at": now,
+            "updated_at": now,
+            "active_since": now,
+            "last_slot": None,
+        }
+        try:
+            self.docs.insert_one(doc)
+        except DuplicateKeyError:
+            return None  # created concurrently: retry as a replace
+        return JobRecord.from_doc(doc)
+
+    def _replace(self, current: Doc, data: dict[str, Any]) -> JobRecord | None:
+        """Compare-and-set on the revision; None if another writer got there first."""
+        old = current.get("definition")
+        if old == data:
+            return JobRecord.from_doc(current)
+        now = self._now()
+        changes: Doc = {"definition": data, "revision": self._next_revision(), "updated_at": now}
+        old = old if isinstance(old, dict) else {}
+        resumed = bool(old.get("paused")) and not data.get("paused")
+        if old.get("schedule") != data.get("schedule") or resumed:
+            since = current.get("active_since")
+            changes["active_since"] = max(_aware(since), now) if since else now
+        doc = self.docs.find_one_and_update(
+            {"_id": current["_id"], "revision": current.get("revision")},
+            {"$set": changes},
+            return_document=ReturnDocument.AFTER,
+        )
+        return JobRecord.from_doc(doc) if doc is not None else None
+
+    def _next_revision(self) -> int:
+        for _ in range(2):  # the first upsert of the counter can race with another one
+            try:
+                doc = self._counters.find_one_and_update(
+                    {"_id": _REVISION_COUNTER},
+                    {"$inc": {"value": 1}},
+                    upsert=True,
+                    return_document=ReturnDocument.AFTER,
+                )
+            except DuplicateKeyError:
+                continue
+            if doc is not None:
+                return int(doc["value"])
+        raise CommitConflictError("could not allocate a job revision")  # pragma: no cover
+
+
+def _slot(slot: datetime) -> datetime:
+    if slot.tzinfo is None:
+        raise ValueError("slot must be timezone-aware")
+    return slot.astimezone(UTC)
+
+
+def _aware(value: datetime) -> datetime:
+    if not isinstance(value, datetime):
+        raise TypeError(f"expected a datetime, got {type(value).__name__}")
+    if value.tzinfo is None:  # a client without tz_aware=True returns naive UTC
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def _short(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "(job)"
+    more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{where}: {first['msg']}{more}"

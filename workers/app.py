@@ -1,0 +1,191 @@
+"""The dramatiq application: broker, middleware and the ``run_job`` actor.
+
+Nothing happens at import. ``setup()`` builds everything from settings; the
+``dramatiq`` CLI calls it in every worker process::
+
+    dramatiq workers.app:setup --processes 2 --threads 4 --queues slurp
+
+(`slurp worker` runs exactly that, with the settings' metrics port and a fresh
+Prometheus multiprocess folder.)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from typing import Any
+
+import dramatiq
+import redis
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.middleware import CurrentMessage, Middleware
+from pydantic import TypeAdapter, ValidationError
+
+from contracts.events import Event
+from contracts.publish import ACTOR_NAME
+from datasources.runtime import Runtime
+from slurp.settings import Settings, load_settings
+from storage.reader import CollectionReader
+from storage.store import Store, connect
+from workers.encoder import MALFORMED_KEY, TolerantJSONEncoder
+from workers.errors import RunFailed
+from workers.events import EVENT_ACTOR, EventSink, QueueSink, events_queue
+from workers.metrics import RunMetrics
+from workers.recorder import EventRecorder
+from workers.runner import LEASE_BUSY_DELAY_MS, Runner
+
+__all__ = ["MAINTENANCE_CHANCE", "RunnerMiddleware", "setup"]
+
+logger = logging.getLogger(__name__)
+
+#: 1 in this many broker commands runs the maintenance that requeues dead workers'
+#: messages (dramatiq's default 1/1000 makes a redelivery wait for traffic).
+MAINTENANCE_CHANCE = 1_000_000 // 10
+#: Hard time limit of one message; a job's own ``timeout_s`` is enforced before this.
+TIME_LIMIT_MS = 24 * 3600 * 1000
+#: Retries of failures outside a run (e.g. MongoDB unreachable before it started).
+INFRA_RETRIES = 10
+#: Retries of recording an event (MongoDB down): with backoff up to a minute, an
+#: event survives about an hour of database outage.
+EVENT_RETRIES = 60
+
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+
+
+class RunnerMiddleware(Middleware):
+    """Builds the process's ``Runner`` and ``EventRecorder`` after boot (connections
+    and metrics are per process), lazily on first use."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._runner: Runner | None = None
+        self._recorder: EventRecorder | None = None
+        self._lock = threading.Lock()
+
+    def after_process_boot(self, broker: dramatiq.Broker) -> None:
+        self.broker = broker
+
+    def runner(self) -> Runner:
+        with self._lock:
+            if self._runner is None:
+                sink = QueueSink(self.broker_(), self.settings.queue_name)
+                self._runner = build_runner(self.settings, sink)
+            return self._runner
+
+    def recorder(self) -> EventRecorder:
+        with self._lock:
+            if self._recorder is None:
+                self._recorder = build_recorder(self.settings)
+            return self._recorder
+
+    def broker_(self) -> dramatiq.Broker:
+        return getattr(self, "broker", None) or dramatiq.get_broker()
+
+
+def _store(settings: Settings) -> Store:
+    if settings.mongo_url is None:
+        raise RuntimeError("workers need SLURP_MONGO_URL (or run `slurp dev`)")
+    return connect(settings.mongo_url, settings.mongo_db)
+
+
+def build_recorder(settings: Settings) -> EventRecorder:
+    metrics = RunMetrics() if os.environ.get("PROMETHEUS_MULTIPROC_DIR") else None
+    recorder = EventRecorder(_store(settings), metrics)
+    recorder.ensure_indexes()
+    return recorder
+
+
+def build_runner(settings: Settings, events: EventSink) -> Runner:
+    if settings.redis_url is None:
+        raise RuntimeError("workers need SLURP_REDIS_URL")
+    store = _store(settings)
+    runtime = Runtime.from_settings(settings, collections=CollectionReader(store))
+    client = redis.Redis.from_url(settings.redis_url)
+    name = f"{socket.gethostname()}:{os.getpid()}"
+    return Runner(settings, store, client, events, runtime, name)
+
+
+def _retry_when(retries: int, exc: BaseException) -> bool:
+    if isinstance(exc, RunFailed):
+        return exc.will_retry
+    return retries < INFRA_RETRIES
+
+
+def setup(settings: Settings | None = None) -> RedisBroker:
+    """Build the broker with our middleware and declare ``run_job``; return it."""
+    settings = settings or load_settings()
+    if settings.redis_url is None:
+        raise RuntimeError("SLURP_REDIS_URL is required to run workers")
+    broker = RedisBroker(  # type: ignore[no-untyped-call]
+        url=settings.redis_url,
+        # dramatiq's default of 60 s plus rare maintenance took ~475 s to redeliver a
+        # killed worker's message here (DESIGN.md §5).
+        heartbeat_timeout=int(settings.worker_heartbeat_timeout_s * 1000),
+        maintenance_chance=MAINTENANCE_CHANCE,
+    )
+    # dramatiq reads this lower-case name; `slurp worker` sets it when metrics are on.
+    if os.environ.get("dramatiq_prom_db"):  # noqa: SIM112
+        from dramatiq.middleware.prometheus import Prometheus
+
+        broker.add_middleware(Prometheus())
+    broker.add_middleware(CurrentMessage())
+    runner_middleware = RunnerMiddleware(settings)
+    broker.add_middleware(runner_middleware)
+    dramatiq.set_broker(broker)
+    dramatiq.set_encoder(
+        TolerantJSONEncoder(
+            broker.client,
+            broker.namespace,
+            settings.queue_name,
+            ACTOR_NAME,
+            known_actors=(EVENT_ACTOR,),
+            other_queues=(events_queue(settings.queue_name),),
+            broker_id=broker.broker_id,
+        )
+    )
+
+    def run_job(payload: Any) -> None:
+        message = CurrentMessage.get_current_message()
+        attempt = (message.options.get("retries", 0) if message else 0) + 1
+        runner = runner_middleware.runner()
+        if isinstance(payload, dict) and MALFORMED_KEY in payload:
+            runner.reject(payload, str(payload[MALFORMED_KEY]), attempt)
+            return
+        outcome = runner.handle(payload, attempt)
+        if outcome.status == "lease_busy" and message is not None:
+            logger.info("%s; retrying message in %d ms", outcome.detail, LEASE_BUSY_DELAY_MS)
+            broker.enqueue(message.copy(), delay=LEASE_BUSY_DELAY_MS)
+
+    dramatiq.Actor(
+        run_job,
+        broker=broker,
+        actor_name=ACTOR_NAME,
+        queue_name=settings.queue_name,
+        priority=0,
+        options={
+            "retry_when": _retry_when,
+            "time_limit": TIME_LIMIT_MS,
+            "min_backoff": 1000,
+            "max_backoff": 300_000,
+        },
+    )
+
+    def record_event(payload: Any, collection_type: str = "") -> None:
+        try:
+            event = EVENT_ADAPTER.validate_python(payload)
+        except ValidationError as exc:  # not ours to retry: log and drop
+            logger.error("dropping malformed event %r: %s", payload, exc)
+            return
+        runner_middleware.recorder().record(event, collection_type)
+
+    dramatiq.Actor(
+        record_event,
+        broker=broker,
+        actor_name=EVENT_ACTOR,
+        queue_name=events_queue(settings.queue_name),
+        priority=0,
+        options={"max_retries": EVENT_RETRIES, "min_backoff": 500, "max_backoff": 60_000},
+    )
+    return broker

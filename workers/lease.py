@@ -1,0 +1,98 @@
+"""One run of a job at a time: a lease in Redis that expires if its holder dies.
+
+``SET slurp:lease:<job> <token> NX PX <ttl>`` takes the lease; the holder renews it
+every ``ttl / 3`` from a background thread (compare-and-expire in Lua, so only the
+holder can renew or release it). If the holder process dies, the lease expires after
+at most ``ttl_s`` and the job's next message can run. A run checks ``held()`` right
+before committing; a lease lost in between (e.g. a stalled process) aborts the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from types import TracebackType
+
+import redis
+
+__all__ = ["JobLease", "lease_key"]
+
+logger = logging.getLogger(__name__)
+
+_RENEW = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('del', KEYS[1])
+end
+return 0
+"""
+
+
+def lease_key(job: str) -> str:
+    return f"slurp:lease:{job}"
+
+
+class JobLease:
+    """A renewable, expiring lease on one job. Use ``acquire()`` then ``with lease:``."""
+
+    def __init__(self, client: redis.Redis, job: str, holder: str, ttl_s: float) -> None:
+        self.client = client
+        self.key = lease_key(job)
+        self.token = f"{holder}:{uuid.uuid4().hex[:8]}"
+        self.ttl_ms = max(int(ttl_s * 1000), 100)
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def acquire(self) -> bool:
+        """Take the lease if free; False if another run holds it."""
+        return bool(self.client.set(self.key, self.token, nx=True, px=self.ttl_ms))
+
+    def holder(self) -> str | None:
+        value = self.client.get(self.key)
+        return value.decode() if isinstance(value, bytes) else value
+
+    def held(self) -> bool:
+        """Still ours, checked against Redis (not only the renewal thread's view)."""
+        return not self.lost.is_set() and self.holder() == self.token
+
+    def renew(self) -> bool:
+        ok = bool(self.client.eval(_RENEW, 1, self.key, self.token, self.ttl_ms))
+        if not ok:
+            self.lost.set()
+        return ok
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        try:
+            self.client.eval(_RELEASE, 1, self.key, self.token)
+        except redis.RedisError:  # it expires on its own
+            logger.warning("could not release %s; it expires in %d ms", self.key, self.ttl_ms)
+
+    def __enter__(self) -> JobLease:
+        self._thread = threading.Thread(target=self._keep, name=f"lease {self.key}", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.release()
+
+    def _keep(self) -> None:
+        interval_s = self.ttl_ms / 3000
+        while not self._stop.wait(interval_s):
+            try:
+                if not self.renew():
+                    logger.error("lease %s was lost (expired or taken over)", self.key)
+                    return
+            except redis.RedisError as exc:  # keep trying until the ttl runs out
+                logger.warning("renewing lease %s failed: %s", self.key, exc)

@@ -1,0 +1,293 @@
+"""Executing one ``RunJob`` message: validate, lease, fetch, slurp, store, record.
+
+Independent of dramatiq (the actor in ``workers.app`` is a thin shell), so every
+path is testable in-process. The steps, each recorded in the event log:
+
+1. validate the message and look the job up; a malformed message or an unknown job
+   is *rejected* (``JobRejected``, logged, never retried);
+2. a run whose ``run_id`` already succeeded is skipped (redelivered messages);
+3. take the job lease (one run per job at a time); if another run holds it the
+   message is put back with a delay, without counting an attempt;
+4. ``JobStarted``; stream the records into the collection strategy; the lease is
+   checked before the commit; ``JobSucceeded`` or ``JobFailed`` (with
+   ``will_retry`` decided by the failure's kind and the job's retry policy).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from pydantic import ValidationError
+
+from contracts.errors import ContractError
+from contracts.events import JobFailed, JobRejected, JobStarted, JobSucceeded
+from contracts.jobs import JobDefinition, RetryPolicy
+from contracts.messages import RunJob
+from datasources.context import RunContext
+from datasources.errors import DatasourceError, SlurperFailedError
+from datasources.progress import Progress
+from datasources.runtime import Runtime
+from datasources.slurper import run_slurper
+from slurp.settings import Settings
+from storage.errors import CommitConflictError, RunAlreadyCommitted, StorageError
+from storage.history import History
+from storage.jobs import JobRegistry
+from storage.runs import store_run
+from storage.store import Store
+from storage.strategies import CommitResult, strategy_for
+from workers.errors import LeaseLost, RejectedMessage, RunFailed, RunTimeout
+from workers.events import EventSink
+from workers.lease import JobLease
+
+__all__ = ["Outcome", "Runner", "is_transient"]
+
+logger = logging.getLogger(__name__)
+
+#: How long a message waits before retrying when its job's lease is busy.
+LEASE_BUSY_DELAY_MS = 2_000
+#: An attempt started this often without finishing (its worker died every time) is
+#: a poison message: it is recorded as failed and dead-lettered.
+MAX_STARTS_PER_ATTEMPT = 3
+#: Lifetime of the per-run markers in Redis (success, start counts).
+MARKER_TTL_S = 30 * 86_400
+
+
+def _done_key(run_id: str) -> str:
+    return f"slurp:done:{run_id}"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What ``Runner.handle`` did: succeeded, skipped, rejected or lease_busy."""
+
+    status: str
+    detail: str = ""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """May a retry succeed? Bad definitions and bad data are permanent; an exception
+    raised by the slurper itself is retried (it may depend on the data fetched), as
+    are fetch failures the datasource marks retryable, timeouts and conflicts."""
+    if isinstance(exc, SlurperFailedError):
+        return True
+    if isinstance(exc, DatasourceError):
+        return exc.retryable
+    if isinstance(exc, CommitConflictError | LeaseLost | RunTimeout):
+        return True
+    return not isinstance(exc, StorageError | ContractError | ValidationError)
+
+
+def backoff_ms(policy: RetryPolicy, attempt: int) -> int:
+    """Exponential backoff with full jitter for the retry after ``attempt``."""
+    ceiling_s = min(policy.max_backoff_s, policy.min_backoff_s * 2 ** (attempt - 1))
+    return int(1000 * random.uniform(policy.min_backoff_s, max(ceiling_s, policy.min_backoff_s)))
+
+
+class Runner:
+    """Runs messages in one worker process (thread-safe: no per-run state on self)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        redis_client: redis.Redis,
+        events: EventSink,
+        runtime: Runtime,
+        worker_name: str,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.redis = redis_client
+        self.events = events
+        self.history = History(store)
+        self.runtime = runtime
+        self.worker_name = worker_name
+        self.jobs = JobRegistry(store)
+
+    def handle(self, payload: object, attempt: int) -> Outcome:
+        """Process one message body. Raises ``RunFailed`` after a recorded failure."""
+        try:
+            run, job = self._admit(payload)
+        except RejectedMessage as exc:
+            return self.reject(payload, str(exc), attempt)
+        if self._already_succeeded(run.run_id):
+            logger.info(
+                "run %s of job %r already succeeded; duplicate skipped", run.run_id, job.name
+            )
+            return Outcome("skipped", "already succeeded")
+        lease = JobLease(self.redis, job.name, self.worker_name, self.settings.lease_ttl_s)
+        if not lease.acquire():
+            return Outcome("lease_busy", f"job {job.name!r} is running elsewhere")
+        with lease:
+            starts = self._count_start(run.run_id, attempt)
+            if starts > MAX_STARTS_PER_ATTEMPT:
+                return self._poisoned(run, job, attempt, starts)
+            return self._run(run, job, attempt, lease)
+
+    def _already_succeeded(self, run_id: str) -> bool:
+        if self.redis.exists(_done_key(run_id)):
+            return True
+        done = self.history.get(run_id)
+        return done is not None and done.get("status") == "succeeded"
+
+    def _count_start(self, run_id: str, attempt: int) -> int:
+        """How often this attempt was started: more than once means the worker running
+        it died (killed, out of memory) and dramatiq redelivered the message."""
+        key = f"slurp:starts:{run_id}:{attempt}"
+        pipe = self.redis.pipeline()
+        pipe.incr(key)
+        pipe.expire(key, MARKER_TTL_S)
+        return int(pipe.execute()[0])
+
+    def _poisoned(self, run: RunJob, job: JobDefinition, attempt: int, starts: int) -> Outcome:
+        message = (
+            f"attempt {attempt} was started {starts - 1} times and its worker died each "
+            f"time (killed or crashed); giving up after {MAX_STARTS_PER_ATTEMPT} starts"
+        )
+        self.events.publish(
+            JobFailed(
+                run_id=run.run_id,
+                job=job.name,
+                attempt=attempt,
+                error_type="PoisonMessage",
+                message=message,
+                will_retry=False,
+            ),
+            job.collection.type.value,
+        )
+        raise RunFailed(f"run {run.run_id} of job {job.name!r}: {message}", will_retry=False)
+
+    def _admit(self, payload: object) -> tuple[RunJob, JobDefinition]:
+        try:
+            run = RunJob.model_validate(payload)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'message'}: {e['msg']}"
+                for e in exc.errors()
+            )
+            raise RejectedMessage(f"malformed RunJob message: {problems}") from None
+        record = self.jobs.get(run.job)
+        if record is None:
+            raise RejectedMessage(f"unknown job {run.job!r}; register it first (slurp jobs load)")
+        return run, record.definition
+
+    def reject(self, payload: object, reason: str, attempt: int) -> Outcome:
+        """Record ``payload`` as rejected for ``reason``."""
+        body: dict[str, Any] = payload if isinstance(payload, dict) else {}
+        run_id = body.get("run_id") if isinstance(body.get("run_id"), str) else None
+        job = body.get("job") if isinstance(body.get("job"), str) else ""
+        event = JobRejected(
+            run_id=(run_id or f"rejected-{uuid.uuid4()}")[:128],
+            job=str(job)[:100],
+            attempt=attempt,
+            reason=reason,
+        )
+        logger.warning("message rejected: %s", reason)
+        self.events.publish(event)
+        return Outcome("rejected", reason)
+
+    def _run(self, run: RunJob, job: JobDefinition, attempt: int, lease: JobLease) -> Outcome:
+        kind = job.collection.type.value
+        self.events.publish(
+            JobStarted(
+                run_id=run.run_id,
+                job=job.name,
+                attempt=attempt,
+                trigger=run.trigger,
+                scheduled_for=run.scheduled_for,
+                worker=self.worker_name,
+            ),
+            kind,
+        )
+        started = time.monotonic()
+        deadline = started + job.timeout_s
+        progress = Progress(on_update=self._progress_publisher(run.run_id))
+        try:
+            ctx = RunContext.for_run(job, run, attempt=attempt)
+            records = _guarded(run_slurper(job, ctx, self.runtime, progress), deadline, job)
+
+            def check_lease() -> None:
+                if not lease.held():
+                    raise LeaseLost(f"the lease on job {job.name!r} expired during the run")
+
+            result = store_run(
+                strategy_for(self.store, job.collection),
+                run.run_id,
+                records,
+                before_commit=check_lease,
+            )
+        except RunAlreadyCommitted:
+            # A worker died between committing and recording the success; the data
+            # is in. Record the success (its counts were lost with that worker).
+            logger.warning("run %s was committed before; recording it as succeeded", run.run_id)
+            result = CommitResult(records_written=0, inserted=0, updated=0, records_total=0)
+        except Exception as exc:
+            transient = is_transient(exc)
+            will_retry = transient and attempt <= job.retry.max_retries
+            message = str(exc) or type(exc).__name__
+            self.events.publish(
+                JobFailed(
+                    run_id=run.run_id,
+                    job=job.name,
+                    attempt=attempt,
+                    error_type=type(exc).__name__,
+                    message=message[:2000],
+                    will_retry=will_retry,
+                    duration_s=time.monotonic() - started,
+                ),
+                kind,
+            )
+            raise RunFailed(
+                f"run {run.run_id} of job {job.name!r} failed: {type(exc).__name__}: {message}",
+                will_retry=will_retry,
+                delay_ms=backoff_ms(job.retry, attempt) if will_retry else 0,
+            ) from exc
+        self.redis.set(_done_key(run.run_id), "1", ex=MARKER_TTL_S)
+        self.events.publish(
+            JobSucceeded(
+                run_id=run.run_id,
+                job=job.name,
+                attempt=attempt,
+                records_read=progress.items,
+                records_written=result.records_written,
+                inserted=result.inserted,
+                updated=result.updated,
+                version=result.version,
+                duration_s=time.monotonic() - started,
+            ),
+            kind,
+        )
+        return Outcome("succeeded")
+
+    def _progress_publisher(self, run_id: str) -> Callable[[Any], None]:
+        key = f"slurp:progress:{run_id}"
+
+        def publish(snapshot: Any) -> None:
+            fields: dict[bytes | bytearray | memoryview[int] | str | int | float, int] = {
+                f"{name}.{what}": int(getattr(counts, what))
+                for name, counts in snapshot.items()
+                for what in ("items", "pages")
+            }
+            if fields:
+                pipe = self.redis.pipeline()
+                pipe.hset(key, mapping=fields)
+                pipe.expire(key, 86_400)
+                pipe.execute()
+
+        return publish
+
+
+def _guarded(records: Iterator[object], deadline: float, job: JobDefinition) -> Iterator[object]:
+    """``records``, failing with ``RunTimeout`` once the job's time limit has passed
+    (checked every 256 records, between items: a cooperative limit)."""
+    for count, record in enumerate(records):
+        if count % 256 == 0 and time.monotonic() > deadline:
+            raise RunTimeout(f"job {job.name!r} exceeded its timeout_s of {job.timeout_s:g} s")
+        yield record
