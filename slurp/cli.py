@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from slurp import __version__
+from slurp.commands import register_all
 
 __all__ = ["app", "main"]
 
@@ -72,6 +73,9 @@ def schema(
         _err.print(f"out of date in {SCHEMA_DIR}: {', '.join(stale)}; run 'slurp schema --write'")
         raise typer.Exit(1)
     _out.print("schemas up to date")
+
+
+register_all(app)
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import dramatiq
@@ -29,6 +30,7 @@ from datasources.runtime import Runtime
 from slurp.settings import Settings, load_settings
 from storage.reader import CollectionReader
 from storage.store import Store, connect
+from workers.coordination import RedisCoordination
 from workers.encoder import MALFORMED_KEY, TolerantJSONEncoder
 from workers.errors import RunFailed
 from workers.events import EVENT_ACTOR, EventSink, QueueSink, events_queue
@@ -36,7 +38,7 @@ from workers.metrics import RunMetrics
 from workers.recorder import EventRecorder
 from workers.runner import LEASE_BUSY_DELAY_MS, Runner
 
-__all__ = ["MAINTENANCE_CHANCE", "RunnerMiddleware", "setup"]
+__all__ = ["MAINTENANCE_CHANCE", "RunnerMiddleware", "declare", "setup"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +60,15 @@ class RunnerMiddleware(Middleware):
     """Builds the process's ``Runner`` and ``EventRecorder`` after boot (connections
     and metrics are per process), lazily on first use."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        make_runner: Callable[[EventSink], Runner] | None = None,
+        make_recorder: Callable[[], EventRecorder] | None = None,
+    ) -> None:
         self.settings = settings
+        self.make_runner = make_runner or (lambda sink: build_runner(settings, sink))
+        self.make_recorder = make_recorder or (lambda: build_recorder(settings))
         self._runner: Runner | None = None
         self._recorder: EventRecorder | None = None
         self._lock = threading.Lock()
@@ -71,13 +80,13 @@ class RunnerMiddleware(Middleware):
         with self._lock:
             if self._runner is None:
                 sink = QueueSink(self.broker_(), self.settings.queue_name)
-                self._runner = build_runner(self.settings, sink)
+                self._runner = self.make_runner(sink)
             return self._runner
 
     def recorder(self) -> EventRecorder:
         with self._lock:
             if self._recorder is None:
-                self._recorder = build_recorder(self.settings)
+                self._recorder = self.make_recorder()
             return self._recorder
 
     def broker_(self) -> dramatiq.Broker:
@@ -102,9 +111,9 @@ def build_runner(settings: Settings, events: EventSink) -> Runner:
         raise RuntimeError("workers need SLURP_REDIS_URL")
     store = _store(settings)
     runtime = Runtime.from_settings(settings, collections=CollectionReader(store))
-    client = redis.Redis.from_url(settings.redis_url)
+    coordination = RedisCoordination(redis.Redis.from_url(settings.redis_url))
     name = f"{socket.gethostname()}:{os.getpid()}"
-    return Runner(settings, store, client, events, runtime, name)
+    return Runner(settings, store, coordination, events, runtime, name)
 
 
 def _retry_when(retries: int, exc: BaseException) -> bool:
@@ -114,7 +123,7 @@ def _retry_when(retries: int, exc: BaseException) -> bool:
 
 
 def setup(settings: Settings | None = None) -> RedisBroker:
-    """Build the broker with our middleware and declare ``run_job``; return it."""
+    """Build the Redis broker with our middleware and actors; return it."""
     settings = settings or load_settings()
     if settings.redis_url is None:
         raise RuntimeError("SLURP_REDIS_URL is required to run workers")
@@ -130,9 +139,6 @@ def setup(settings: Settings | None = None) -> RedisBroker:
         from dramatiq.middleware.prometheus import Prometheus
 
         broker.add_middleware(Prometheus())
-    broker.add_middleware(CurrentMessage())
-    runner_middleware = RunnerMiddleware(settings)
-    broker.add_middleware(runner_middleware)
     dramatiq.set_broker(broker)
     dramatiq.set_encoder(
         TolerantJSONEncoder(
@@ -145,6 +151,16 @@ def setup(settings: Settings | None = None) -> RedisBroker:
             broker_id=broker.broker_id,
         )
     )
+    declare(broker, settings, RunnerMiddleware(settings))
+    return broker
+
+
+def declare(
+    broker: dramatiq.Broker, settings: Settings, runner_middleware: RunnerMiddleware
+) -> None:
+    """Add our middleware to ``broker`` and declare ``run_job`` and ``record_event``."""
+    broker.add_middleware(CurrentMessage())
+    broker.add_middleware(runner_middleware)
 
     def run_job(payload: Any) -> None:
         message = CurrentMessage.get_current_message()
@@ -188,4 +204,3 @@ def setup(settings: Settings | None = None) -> RedisBroker:
         priority=0,
         options={"max_retries": EVENT_RETRIES, "min_backoff": 500, "max_backoff": 60_000},
     )
-    return broker

@@ -13,8 +13,12 @@ labels (``job``, ``status``, ``collection_type``).
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from contracts.events import Event, JobFailed, JobRejected, JobStarted, JobSucceeded
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 __all__ = ["DURATION_BUCKETS_S", "RunMetrics"]
 
@@ -27,7 +31,9 @@ DURATION_BUCKETS_S = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600)
 class RunMetrics:
     """Counts the lifecycle events of runs. ``observe`` never raises."""
 
-    def __init__(self) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        """Metrics registered in ``registry``; none in multiprocess mode, where the
+        exposition reads every process's samples from PROMETHEUS_MULTIPROC_DIR."""
         # Imported here: prometheus-client chooses multiprocess mode at import, which
         # must come after dramatiq's process boot has set PROMETHEUS_MULTIPROC_DIR.
         from prometheus_client import Counter, Gauge, Histogram
@@ -36,34 +42,34 @@ class RunMetrics:
             "slurp_runs_total",
             "Finished run attempts by outcome (succeeded, failed, retrying, rejected).",
             ["job", "status"],
-            registry=None,
+            registry=registry,
         )
         self.duration = Histogram(
             "slurp_run_duration_seconds",
             "Duration of run attempts, successful or not.",
             ["job", "status"],
             buckets=DURATION_BUCKETS_S,
-            registry=None,
+            registry=registry,
         )
         self.records = Counter(
             "slurp_records_written_total",
             "Records written by successful runs.",
             ["job", "collection_type"],
-            registry=None,
+            registry=registry,
         )
         self.last_success = Gauge(
             "slurp_last_success_timestamp_seconds",
             "Unix time of the job's last successful run.",
             ["job"],
             multiprocess_mode="max",
-            registry=None,
+            registry=registry,
         )
         self.in_progress = Gauge(
             "slurp_runs_in_progress",
             "Runs executing right now.",
             ["job"],
             multiprocess_mode="livesum",
-            registry=None,
+            registry=registry,
         )
 
     def observe(self, event: Event, collection_type: str = "") -> None:

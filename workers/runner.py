@@ -23,7 +23,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import redis
 from pydantic import ValidationError
 
 from contracts.errors import ContractError
@@ -42,9 +41,9 @@ from storage.jobs import JobRegistry
 from storage.runs import store_run
 from storage.store import Store
 from storage.strategies import CommitResult, strategy_for
+from workers.coordination import Coordination, Lease
 from workers.errors import LeaseLost, RejectedMessage, RunFailed, RunTimeout
 from workers.events import EventSink
-from workers.lease import JobLease
 
 __all__ = ["Outcome", "Runner", "is_transient"]
 
@@ -55,12 +54,6 @@ LEASE_BUSY_DELAY_MS = 2_000
 #: An attempt started this often without finishing (its worker died every time) is
 #: a poison message: it is recorded as failed and dead-lettered.
 MAX_STARTS_PER_ATTEMPT = 3
-#: Lifetime of the per-run markers in Redis (success, start counts).
-MARKER_TTL_S = 30 * 86_400
-
-
-def _done_key(run_id: str) -> str:
-    return f"slurp:done:{run_id}"
 
 
 @dataclass(frozen=True)
@@ -97,14 +90,14 @@ class Runner:
         self,
         settings: Settings,
         store: Store,
-        redis_client: redis.Redis,
+        coordination: Coordination,
         events: EventSink,
         runtime: Runtime,
         worker_name: str,
     ) -> None:
         self.settings = settings
         self.store = store
-        self.redis = redis_client
+        self.coord = coordination
         self.events = events
         self.history = History(store)
         self.runtime = runtime
@@ -122,7 +115,7 @@ class Runner:
                 "run %s of job %r already succeeded; duplicate skipped", run.run_id, job.name
             )
             return Outcome("skipped", "already succeeded")
-        lease = JobLease(self.redis, job.name, self.worker_name, self.settings.lease_ttl_s)
+        lease = self.coord.lease(job.name, self.worker_name, self.settings.lease_ttl_s)
         if not lease.acquire():
             return Outcome("lease_busy", f"job {job.name!r} is running elsewhere")
         with lease:
@@ -132,7 +125,7 @@ class Runner:
             return self._run(run, job, attempt, lease)
 
     def _already_succeeded(self, run_id: str) -> bool:
-        if self.redis.exists(_done_key(run_id)):
+        if self.coord.already_done(run_id):
             return True
         done = self.history.get(run_id)
         return done is not None and done.get("status") == "succeeded"
@@ -140,11 +133,7 @@ class Runner:
     def _count_start(self, run_id: str, attempt: int) -> int:
         """How often this attempt was started: more than once means the worker running
         it died (killed, out of memory) and dramatiq redelivered the message."""
-        key = f"slurp:starts:{run_id}:{attempt}"
-        pipe = self.redis.pipeline()
-        pipe.incr(key)
-        pipe.expire(key, MARKER_TTL_S)
-        return int(pipe.execute()[0])
+        return self.coord.count_start(run_id, attempt)
 
     def _poisoned(self, run: RunJob, job: JobDefinition, attempt: int, starts: int) -> Outcome:
         message = (
@@ -193,7 +182,7 @@ class Runner:
         self.events.publish(event)
         return Outcome("rejected", reason)
 
-    def _run(self, run: RunJob, job: JobDefinition, attempt: int, lease: JobLease) -> Outcome:
+    def _run(self, run: RunJob, job: JobDefinition, attempt: int, lease: Lease) -> Outcome:
         kind = job.collection.type.value
         self.events.publish(
             JobStarted(
@@ -249,7 +238,7 @@ class Runner:
                 will_retry=will_retry,
                 delay_ms=backoff_ms(job.retry, attempt) if will_retry else 0,
             ) from exc
-        self.redis.set(_done_key(run.run_id), "1", ex=MARKER_TTL_S)
+        self.coord.mark_done(run.run_id)
         self.events.publish(
             JobSucceeded(
                 run_id=run.run_id,
@@ -267,19 +256,14 @@ class Runner:
         return Outcome("succeeded")
 
     def _progress_publisher(self, run_id: str) -> Callable[[Any], None]:
-        key = f"slurp:progress:{run_id}"
-
         def publish(snapshot: Any) -> None:
-            fields: dict[bytes | bytearray | memoryview[int] | str | int | float, int] = {
+            fields = {
                 f"{name}.{what}": int(getattr(counts, what))
                 for name, counts in snapshot.items()
                 for what in ("items", "pages")
             }
             if fields:
-                pipe = self.redis.pipeline()
-                pipe.hset(key, mapping=fields)
-                pipe.expire(key, 86_400)
-                pipe.execute()
+                self.coord.publish_progress(run_id, fields)
 
         return publish
 
