@@ -19,6 +19,7 @@ __all__ = [
     "copy_collection",
     "insert_ignoring_duplicates",
     "read_chunks",
+    "run_chunks",
     "stage_chunks",
     "upsert_by_id",
 ]
@@ -71,6 +72,8 @@ def upsert_by_id(target: Collection[Doc], docs: list[Doc]) -> tuple[int, int]:
     write); the ones whose ``_id`` existed are then replaced. Idempotent. Returns
     ``(inserted, updated)``.
     """
+    if not docs:
+        return 0, 0
     existing = insert_ignoring_duplicates(target, docs)
     if existing:
         target.bulk_write(
@@ -80,20 +83,26 @@ def upsert_by_id(target: Collection[Doc], docs: list[Doc]) -> tuple[int, int]:
     return len(docs) - len(existing), len(existing)
 
 
-def stage_chunks(target: Collection[Doc], first: int, records: list[Doc]) -> None:
-    """Store ``records`` as one staging document ``{_id: first, records: [...]}``,
-    split in halves while it exceeds MongoDB's document size limit."""
+def run_chunks(run_id: str) -> Doc:
+    """The filter selecting the staged chunks of ``run_id`` (an ``_id`` range scan)."""
+    return {"_id": {"$gte": f"{run_id}:", "$lt": f"{run_id};"}}
+
+
+def stage_chunks(target: Collection[Doc], run_id: str, first: int, records: list[Doc]) -> None:
+    """Store ``records`` as one staging document ``{_id: "<run_id>:<first>", records}``
+    (one shared staging collection serves every run; no collection is created per
+    run), split in halves while it exceeds MongoDB's document size limit."""
     try:
-        target.insert_one({"_id": first, "records": records})
+        target.insert_one({"_id": f"{run_id}:{first:012d}", "first": first, "records": records})
     except DocumentTooLarge:
         if len(records) == 1:
             raise
         half = len(records) // 2
-        stage_chunks(target, first, records[:half])
-        stage_chunks(target, first + half, records[half:])
+        stage_chunks(target, run_id, first, records[:half])
+        stage_chunks(target, run_id, first + half, records[half:])
 
 
-def read_chunks(source: Collection[Doc]) -> Iterator[tuple[int, list[Doc]]]:
-    """The staged chunks in position order, as ``(first position, records)``."""
-    for chunk in source.find(sort=[("_id", 1)], batch_size=8):
-        yield chunk["_id"], chunk["records"]
+def read_chunks(source: Collection[Doc], run_id: str) -> Iterator[tuple[int, list[Doc]]]:
+    """The staged chunks of ``run_id`` in position order, as ``(first, records)``."""
+    for chunk in source.find(run_chunks(run_id), sort=[("_id", 1)], batch_size=8):
+        yield chunk["first"], chunk["records"]

@@ -113,6 +113,8 @@ class CatalogEntry:
         names |= {physical for physical, _ in self.retired}
         if self.live:
             names.add(self.live)
+        if self.type == CollectionType.UPSERTED:
+            names.add(Store.staging_name(self.name))
         return names
 
 
@@ -178,10 +180,10 @@ class Catalog:
         run = {"run_id": run_id, "physical": physical, "state": "writing", "started_at": utcnow()}
         self.docs.update_one({"_id": name}, {"$push": {"runs": run}})
 
-    def mark_committing(self, name: str, physical: str) -> bool:
+    def mark_committing(self, name: str, run_id: str) -> bool:
         """False if the run is no longer registered (another run's recovery took it)."""
         result = self.docs.update_one(
-            {"_id": name, "runs.physical": physical}, {"$set": {"runs.$.state": "committing"}}
+            {"_id": name, "runs.run_id": run_id}, {"$set": {"runs.$.state": "committing"}}
         )
         return result.modified_count == 1
 
@@ -245,6 +247,14 @@ class Catalog:
             update["$set"]["last_version"] = version.number
         result = self.docs.update_one({"_id": name, **expect}, update)
         return result.modified_count == 1
+
+    def record_commit(self, name: str, run_id: str, inc_records: int) -> bool:
+        """Note ``run_id`` as committed (for runs not registered in ``runs``)."""
+        result = self.docs.update_one(
+            {"_id": name},
+            {"$inc": {"records": inc_records}, "$push": {"committed": _committed(run_id)}},
+        )
+        return result.matched_count == 1
 
     def advance_seq(self, name: str, seq: int, records: int, run_id: str) -> bool:
         """Accumulative commit: make run ``seq`` visible; False on conflict."""

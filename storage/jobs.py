@@ -15,6 +15,14 @@ are unique across jobs and never reused, even after a delete. Writing an identic
 definition is a no-op (no new revision), so loading the same job file at every start
 changes nothing. Concurrent writers are serialised by a compare-and-set on
 ``revision``. The ticker's bookkeeping (``last_slot``) does not change the revision.
+
+Change detection: every create, change and delete also increments the *generation*
+(``slurp_counters`` ``{_id: "job_generation", value}``) right after its write, so a
+reader polls one small document (``generation``) instead of scanning every job. Read
+the generation *before* reading the jobs: a write that lands after that read bumps
+the generation again afterwards, so it is seen on the next poll. A writer that dies
+between its write and the bump (or a write that bypasses this class) is only seen by
+a scan of ``revisions``, which readers should therefore still do now and then.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from __future__ import annotations
 import builtins
 import hashlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,7 +38,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from pymongo import ReturnDocument, UpdateOne
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from contracts.base import utcnow
 from contracts.jobfile import load_jobs
@@ -44,6 +52,9 @@ __all__ = ["JOBS_COLLECTION", "JobRecord", "JobRegistry"]
 JOBS_COLLECTION = "slurp_jobs"
 _COUNTERS_COLLECTION = "slurp_counters"
 _REVISION_COUNTER = "job_revision"
+_GENERATION_COUNTER = "job_generation"
+# Names per query of ``get_many``.
+_MANY_BATCH = 1000
 # Compare-and-set attempts before a write gives up (only under heavy write contention).
 _MAX_WRITE_ATTEMPTS = 20
 
@@ -151,7 +162,10 @@ class JobRegistry:
 
     def delete(self, name: str) -> bool:
         """Remove job ``name``; False if there was none."""
-        return self.docs.delete_one({"_id": name}).deleted_count == 1
+        deleted = self.docs.delete_one({"_id": name}).deleted_count == 1
+        if deleted:
+            self._bump_generation()
+        return deleted
 
     def set_paused(self, name: str, paused: bool) -> JobRecord:
         """Pause or resume job ``name`` (its stored definition's ``paused``)."""
@@ -187,6 +201,44 @@ class JobRegistry:
         for name, revision in pairs:
             digest.update(f"{name}\x00{revision}\x00".encode())
         return digest.hexdigest()[:24]
+
+    def generation(self) -> int:
+        """A number that grows after every create, change and delete (one small read).
+
+        See the module docstring for how to use it without missing a change.
+        """
+        doc = self._counters.find_one({"_id": _GENERATION_COUNTER})
+        return int(doc["value"]) if doc is not None else 0
+
+    def revisions(self) -> dict[str, int]:
+        """The revision of every job, by name (valid or not): one query, two small fields."""
+        return {
+            str(doc["_id"]): int(doc.get("revision") or 0)
+            for doc in self.docs.find({}, {"revision": 1})
+        }
+
+    def get_many(
+        self,
+        names: Iterable[str],
+        on_invalid: Callable[[InvalidJobRecordError], None] | None = None,
+    ) -> builtins.list[JobRecord]:
+        """The valid jobs among ``names``, sorted by name (missing ones are left out).
+
+        A corrupt document is left out and passed to ``on_invalid`` (default: logged).
+        """
+        wanted = builtins.list(dict.fromkeys(names))
+        records: builtins.list[JobRecord] = []
+        for start in range(0, len(wanted), _MANY_BATCH):
+            batch = wanted[start : start + _MANY_BATCH]
+            for doc in self.docs.find({"_id": {"$in": batch}}):
+                try:
+                    records.append(JobRecord.from_doc(doc))
+                except InvalidJobRecordError as exc:
+                    if on_invalid is None:
+                        log.warning("skipping job: %s", exc)
+                    else:
+                        on_invalid(exc)
+        return sorted(records, key=lambda record: record.name)
 
     # -- schedule bookkeeping ---------------------------------------------------------
 
@@ -245,6 +297,7 @@ class JobRegistry:
             self.docs.insert_one(doc)
         except DuplicateKeyError:
             return None  # created concurrently: retry as a replace
+        self._bump_generation()
         return JobRecord.from_doc(doc)
 
     def _replace(self, current: Doc, data: dict[str, Any]) -> JobRecord | None:
@@ -264,7 +317,24 @@ class JobRegistry:
             {"$set": changes},
             return_document=ReturnDocument.AFTER,
         )
-        return JobRecord.from_doc(doc) if doc is not None else None
+        if doc is None:
+            return None
+        self._bump_generation()
+        return JobRecord.from_doc(doc)
+
+    def _bump_generation(self) -> None:
+        """Called after a write succeeded: a failure here must not report the write failed."""
+        for _ in range(2):  # the first upsert of the counter can race with another one
+            try:
+                self._counters.update_one(
+                    {"_id": _GENERATION_COUNTER}, {"$inc": {"value": 1}}, upsert=True
+                )
+                return
+            except DuplicateKeyError:
+                continue
+            except PyMongoError as exc:
+                log.warning("job change saved, but not its generation bump: %s", exc)
+                return
 
     def _next_revision(self) -> int:
         for _ in range(2):  # the first upsert of the counter can race with another one

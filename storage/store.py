@@ -46,6 +46,11 @@ class Store:
         return self.db[physical_name]
 
     @staticmethod
+    def staging_name(collection: str) -> str:
+        """The staging collection shared by the runs of an upserted collection."""
+        return f"{DATA_PREFIX}{collection}.stage"
+
+    @staticmethod
     def physical_name(collection: str, kind: str) -> str:
         """A new, unique physical collection name for ``collection`` (``kind``: stage, v, live)."""
         return f"{DATA_PREFIX}{collection}.{kind}-{uuid.uuid4().hex[:12]}"

@@ -71,17 +71,20 @@ def test_upserted_merge_interrupted_is_replayed_by_next_run(store: Store) -> Non
     spec = spec_for(CollectionType.UPSERTED, "users")
     store_run(strategy_for(store, spec), "run-1", [{"id": 1, "v": 1}, {"id": 2, "v": 1}])
     run = strategy_for(store, spec).begin("run-2")
-    run.write([{"id": 2, "v": 2}, {"id": 3, "v": 2}])
+    big = [{"id": i, "v": 2} for i in range(2, 1202)]  # more than a batch: staged
+    run.write(big[:1000])
+    run.write(big[1000:])
     # The process dies right after marking the merge as committed, before applying it.
-    Catalog(store).mark_committing("users", run.staging_name)  # type: ignore[attr-defined]
+    assert Catalog(store).mark_committing("users", "run-2")
     assert canonical(list(CollectionReader(store).find("users"))) == canonical(
         [{"id": 1, "v": 1}, {"id": 2, "v": 1}]
     )
-    store_run(strategy_for(store, spec), "run-3", [{"id": 4, "v": 3}])
+    store_run(strategy_for(store, spec), "run-3", [{"id": 4000, "v": 3}])
     got = list(CollectionReader(store).find("users"))
-    assert got == [{"id": 1, "v": 1}, {"id": 2, "v": 2}, {"id": 3, "v": 2}, {"id": 4, "v": 3}]
-    assert CollectionReader(store).entry("users").records == 4
-    assert CollectionReader(store).count("users") == 4
+    assert got == [{"id": 1, "v": 1}, *big, {"id": 4000, "v": 3}]
+    assert CollectionReader(store).entry("users").records == 1202
+    assert CollectionReader(store).count("users") == 1202
+    assert store.db[store.staging_name("users")].count_documents({}) == 0
 
 
 @pytest.mark.parametrize("kind", list(CollectionType))
@@ -98,10 +101,17 @@ def test_overlapping_runs_conflict_instead_of_losing_data(
     second = strategy_for(store, spec).begin("run-2")
     second.write([{"id": 2}])
     first.write([{"id": 11}])
-    with pytest.raises(CommitConflictError):
-        first.commit()
     model = Model(spec)
     model.run([{"id": 0}])
+    if kind == CollectionType.UPSERTED:  # merges of small runs commute: both apply
+        first.commit()
+        second.commit()
+        model.run([{"id": 1}, {"id": 11}])
+        model.run([{"id": 2}])
+        assert canonical(list(CollectionReader(store).find("users"))) == canonical(model.live)
+        return
+    with pytest.raises(CommitConflictError):
+        first.commit()
     if kind == CollectionType.ACCUMULATIVE:
         # Both runs wrote into the same id range; first's abort took second's
         # records too, which second notices: neither commits.

@@ -173,3 +173,52 @@ def test_junk_messages_never_crash_the_worker(
     assert worker.proc is not None and worker.proc.poll() is None  # still running
     assert "Consumer encountered an unexpected error" not in worker.log()
     assert history.last_runs(limit=1)
+
+
+def test_database_down_mid_run_then_back(
+    redis_url: str, mongo_db_name: str, tmp_path: Path
+) -> None:
+    """MongoDB dies while a run writes; the run fails without partial data, is retried
+    once the database is back, and every event reaches the log (they wait in Redis)."""
+    from slurp.localservers import SecantusServer
+    from storage.store import connect
+
+    server = SecantusServer(workdir=tmp_path / "mongo-run", data_dir=tmp_path / "mongo")
+    server.start()
+    settings = settings_for(redis_url, server.url, mongo_db_name)
+    store = connect(server.url, mongo_db_name, timeout_ms=2000)
+    client = redis.Redis.from_url(redis_url)
+    group = None
+    try:
+        registry = JobRegistry(store)
+        registry.put(job("users"))
+        registry.put(
+            slow_job("slow", count=60, delay_s=0.05).model_copy(
+                update={"retry": job("x").retry.model_copy(update={"max_retries": 5})}
+            )
+        )
+        group = WorkerGroup(settings, tmp_path / "worker.log").start()
+        first = publish(client, settings, "users")
+        assert final(store, first.run_id)["status"] == "succeeded", group.log()
+        run = publish(client, settings, "slow")
+        history = History(store)
+        wait_for(lambda: (history.get(run.run_id) or {}).get("status") == "running", 30)
+        server.kill()  # the database dies mid-run ...
+        wait_for(
+            lambda: "ServerSelectionTimeoutError" in group.log() or "AutoReconnect" in group.log(),
+            60,
+            "the run to hit the dead database",
+        )
+        server.start()  # ... and comes back on the same port with its data
+        doc = final(store, run.run_id, timeout_s=120)
+        assert doc["status"] == "succeeded", group.log()
+        assert doc["attempts"] >= 2
+        assert [r["n"] for r in CollectionReader(store).find("slow")] == list(range(60))
+        kinds = [e.kind for e in EventLog(store).for_run(run.run_id)]
+        assert kinds.count("started") == doc["attempts"] and kinds[-1] == "succeeded"
+        assert "failed" in kinds
+    finally:
+        if group is not None:
+            group.stop()
+        store.close()
+        server.close()

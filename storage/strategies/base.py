@@ -79,7 +79,8 @@ class RunWriter(ABC):
             self.abort()
             raise
         self.state = "committed"
-        self.catalog.drop_retired(self.entry.name, self.strategy.retire_grace_s)
+        if not self.strategy.in_place:  # in-place types never retire data
+            self.catalog.drop_retired(self.entry.name, self.strategy.retire_grace_s)
         return result
 
     def abort(self) -> None:
