@@ -1,7 +1,8 @@
 """Settings from ``SLURP_*`` environment variables (pydantic-settings).
 
 Unknown ``SLURP_*`` variables are rejected (a typo must not silently fall back to a
-default). ``SLURP_TEST_*`` is reserved for the test suite and ignored here.
+default). ``SLURP_TEST_*`` (the test suite) and ``SLURP_API_*`` (the HTTP API, see
+``api.config``) are validated by their own components and ignored here.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from slurp.errors import SettingsError
 __all__ = ["ENV_PREFIX", "Settings", "load_settings"]
 
 ENV_PREFIX = "SLURP_"
-_RESERVED_PREFIXES = ("SLURP_TEST_",)
+#: Read by their own components: the test suite, and the HTTP API (``api.config``).
+_RESERVED_PREFIXES = ("SLURP_TEST_", "SLURP_API_")
 
 
 class Settings(BaseSettings):
