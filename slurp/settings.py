@@ -64,7 +64,8 @@ class Settings(BaseSettings):
         return (init_settings,)
 
     jobs_file: Path | None = Field(
-        default=None, description="A job file (YAML/JSON) loaded into the registry at start."
+        default=None,
+        description="A job file (YAML/JSON) `slurp ticker` and `slurp dev` apply at start.",
     )
     http_timeout_s: float = Field(default=30.0, gt=0, description="Timeout of one HTTP request.")
     http_retries: int = Field(default=3, ge=0, description="Retries on 429/5xx/connection errors.")

@@ -38,6 +38,8 @@ def dev(
     from storage.jobs import JobRegistry
 
     settings = settings_or_exit()
+    if jobs_file == DEFAULT_JOBS and settings.jobs_file is not None:
+        jobs_file = settings.jobs_file
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(message)s")
     with store_or_exit(settings) as store:
         registry = JobRegistry(store)

@@ -219,12 +219,25 @@ def gc(
     dry_run: Annotated[bool, typer.Option("--dry-run")] = False,
     grace_s: Annotated[float, typer.Option("--grace", help="Keep retired data this long.")] = 300,
 ) -> None:
-    """Drop retired data past its grace and data collections nothing references."""
+    """Drop retired data past its grace and data collections nothing references; apply
+    the history retention (SLURP_HISTORY_MAX_AGE_DAYS, SLURP_HISTORY_MAX_RUNS) to the
+    history and the event log. Run it daily (cron, a compose job)."""
+    from datetime import timedelta
+
+    from contracts.base import utcnow
+    from storage.events import EventLog
     from storage.gc import collect_garbage
+    from storage.history import History
 
     settings = settings_or_exit()
+    max_age = timedelta(days=settings.history_max_age_days)
     with store_or_exit(settings) as store:
         report = collect_garbage(store, grace_s, dry_run=dry_run)
+        if not dry_run:
+            pruned = History(store).prune(max_age, settings.history_max_runs)
+            events = EventLog(store).delete_before(utcnow() - max_age)
+            out.print(f"history: removed {pruned.by_age} runs by age, {pruned.by_count} by "
+                      f"count; event log: removed {events} events")  # fmt: skip
     verb = "would drop" if dry_run else "dropped"
     out.print(
         f"{verb} {len(report.retired)} retired and {len(report.orphans)} orphaned collections"
