@@ -36,9 +36,10 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from api.passwords import parse_hash
+from slurp.settings import ExplicitSettings
 
 __all__ = ["ENV_PREFIX", "ApiConfig", "ApiConfigError", "UserSpec", "load_api_config"]
 
@@ -75,7 +76,7 @@ class UserSpec(BaseModel):
         return "*" in self.collections or collection in self.collections
 
 
-class ApiConfig(BaseSettings):
+class ApiConfig(ExplicitSettings):
     """The API service's configuration. Build it directly, or ``load_api_config()``."""
 
     model_config = SettingsConfigDict(
@@ -91,19 +92,6 @@ class ApiConfig(BaseSettings):
     login_max_failures: int = Field(default=5, ge=1, le=1000)
     login_window_s: float = Field(default=60.0, gt=0, le=86400)
     trusted_proxies: tuple[str, ...] = ()
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # ``load_api_config`` reads the environment itself (to name unknown variables);
-        # the model only validates what it is given, never os.environ behind our back.
-        return (init_settings,)
 
     @model_validator(mode="after")
     def _unique_users(self) -> Self:

@@ -17,14 +17,31 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from slurp.errors import SettingsError
 
-__all__ = ["ENV_PREFIX", "Settings", "load_settings"]
+__all__ = ["ENV_PREFIX", "ExplicitSettings", "Settings", "load_settings"]
 
 ENV_PREFIX = "SLURP_"
 #: Read by their own components: the test suite, and the HTTP API (``api.config``).
 _RESERVED_PREFIXES = ("SLURP_TEST_", "SLURP_API_")
 
 
-class Settings(BaseSettings):
+class ExplicitSettings(BaseSettings):
+    """Settings validated only from the values given to the model: the loaders
+    (``load_settings``, ``api.config.load_api_config``) read the environment
+    themselves, to name every unknown and invalid variable."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
+class Settings(ExplicitSettings):
     """Runtime configuration. Every field is set by ``SLURP_<FIELD>``."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
@@ -49,19 +66,6 @@ class Settings(BaseSettings):
         description="Module prefixes a slurper may be imported from (JSON list).",
     )
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # ``load_settings`` reads the environment itself (to name unknown and invalid
-        # variables); the model only validates the values it is given.
-        return (init_settings,)
 
     jobs_file: Path | None = Field(
         default=None,

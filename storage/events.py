@@ -16,7 +16,7 @@ from pymongo import ASCENDING
 from pymongo.errors import DuplicateKeyError
 
 from contracts.events import Event
-from storage.store import Doc, Store
+from storage.store import DURABLE, Doc, Store
 
 __all__ = ["EVENTS_COLLECTION", "EventLog"]
 
@@ -28,7 +28,8 @@ class EventLog:
     """Append and read run events."""
 
     def __init__(self, store: Store) -> None:
-        self.docs = store.db[EVENTS_COLLECTION]
+        # The source of truth: an acknowledged event is in the journal.
+        self.docs = store.db.get_collection(EVENTS_COLLECTION, write_concern=DURABLE)
 
     def ensure_indexes(self) -> None:
         self.docs.create_index([("run_id", ASCENDING), ("at", ASCENDING)])

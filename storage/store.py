@@ -16,8 +16,13 @@ from typing import Any
 import pymongo
 from pymongo.collection import Collection
 from pymongo.database import Database
+from pymongo.write_concern import WriteConcern
 
-__all__ = ["DATA_PREFIX", "DEFAULT_TIMEOUT_MS", "Store", "connect"]
+__all__ = ["DATA_PREFIX", "DEFAULT_TIMEOUT_MS", "DURABLE", "Store", "connect"]
+
+#: Write concern of the writes that must survive a database crash once acknowledged:
+#: catalog commits and the event log.
+DURABLE = WriteConcern(j=True)
 
 #: Every physical collection holding records starts with this.
 DATA_PREFIX = "slurp_data."
@@ -40,7 +45,9 @@ class Store:
 
     @property
     def catalog(self) -> Collection[Doc]:
-        return self.db["slurp_catalog"]
+        """Commits are catalog updates: they wait for the journal (``j=True``), so an
+        acknowledged commit survives a crash of the database."""
+        return self.db.get_collection("slurp_catalog", write_concern=DURABLE)
 
     def physical(self, physical_name: str) -> Collection[Doc]:
         return self.db[physical_name]

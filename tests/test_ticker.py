@@ -47,6 +47,10 @@ class Clock:
             return now
 
 
+def _bytes(value: bytes | str) -> bytes:
+    return value.encode() if isinstance(value, str) else value
+
+
 def make_job(name: str, cron: str | None = "* * * * *", **schedule: Any) -> JobDefinition:
     data: dict[str, Any] = {
         "name": name,
@@ -112,7 +116,7 @@ class Env:
     def runs(self) -> list[RunJob]:
         ids = self.client.lrange(f"dramatiq:{self.queue}", 0, -1)
         raws = [self.client.hget(f"dramatiq:{self.queue}.msgs", rid) for rid in ids]
-        messages = [dramatiq.Message.decode(raw) for raw in raws if raw is not None]
+        messages = [dramatiq.Message.decode(_bytes(raw)) for raw in raws if raw is not None]
         assert all(m.actor_name == "run_job" and m.queue_name == self.queue for m in messages)
         return [RunJob.model_validate(m.args[0]) for m in messages]
 
@@ -331,7 +335,7 @@ def test_messages_are_plain_dramatiq_messages(env: Env) -> None:
     (run,) = env.ticker().tick(at(1))
     (rid,) = env.client.lrange(f"dramatiq:{env.queue}", 0, -1)
     payload = json.loads(env.client.hget(f"dramatiq:{env.queue}.msgs", rid) or b"")
-    assert payload["options"] == {"redis_message_id": rid.decode()}
+    assert payload["options"] == {"redis_message_id": _bytes(rid).decode()}
     assert payload["args"] == [run.model_dump(mode="json")]
 
 

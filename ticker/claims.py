@@ -25,7 +25,9 @@ All keys of one call must be on one Redis node (no Redis Cluster across slots).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Protocol
 
 import redis
 
@@ -33,7 +35,7 @@ from contracts.messages import RunJob
 from contracts.publish import DEFAULT_NAMESPACE, DEFAULT_QUEUE, encode_run_job, queue_keys
 from ticker.errors import ClaimError
 
-__all__ = ["CLAIM_PREFIX", "DEFAULT_CLAIM_TTL_S", "SlotClaimer", "claim_key"]
+__all__ = ["CLAIM_PREFIX", "DEFAULT_CLAIM_TTL_S", "Claimer", "SlotClaimer", "claim_key"]
 
 #: Prefix of claim keys.
 CLAIM_PREFIX = "slurp:claim"
@@ -50,6 +52,15 @@ if redis.call("SET", KEYS[1], ARGV[1], "NX", "EX", ARGV[2]) then
 end
 return 0
 """
+
+
+class Claimer(Protocol):
+    """What the ticker needs to send a slot: ``SlotClaimer``, or a stand-in (``slurp
+    dev`` sends through an in-process broker). ``claim_and_publish_many``, if the
+    claimer has it, sends a batch in one go; else the ticker calls this per run."""
+
+    def claim_and_publish(self, run: RunJob) -> str | None:
+        """Send ``run`` unless its slot was claimed; the message id, or None."""
 
 
 def claim_key(job: str, slot: datetime, prefix: str = CLAIM_PREFIX) -> str:
@@ -104,6 +115,43 @@ class SlotClaimer:
         if answer == 0:
             return None
         raise ClaimError(f"claim script answered {answer!r}; expected 0 or 1")
+
+    def claim_and_publish_many(self, runs: Sequence[RunJob]) -> list[str | None]:
+        """``claim_and_publish`` for each of ``runs``, in one pipelined round trip.
+
+        Each slot is claimed atomically on its own (the pipeline is not a transaction):
+        the answer lists, per run, the message id or None. If Redis fails part-way, the
+        error propagates and some runs may have been claimed and enqueued anyway; the
+        caller treats all of them as not done, and on the retry those find their claim
+        taken (counted as lost claims, never sent twice).
+        """
+        if not runs:
+            return []
+        messages = []
+        with self.redis.pipeline(transaction=False) as pipe:
+            for run in runs:
+                if run.scheduled_for is None:
+                    raise ValueError(
+                        f"run {run.run_id} of job {run.job!r} has no scheduled_for slot"
+                    )
+                message = encode_run_job(run, self.queue_name)
+                messages.append(message)
+                self._script(
+                    keys=[
+                        claim_key(run.job, run.scheduled_for, self.prefix),
+                        self.keys.queue,
+                        self.keys.messages,
+                    ],
+                    args=[self.holder, self.ttl_s, message.redis_message_id, message.data],
+                    client=pipe,
+                )
+            answers = pipe.execute()
+        results: list[str | None] = []
+        for message, answer in zip(messages, answers, strict=True):
+            if answer not in (0, 1):
+                raise ClaimError(f"claim script answered {answer!r}; expected 0 or 1")
+            results.append(message.message_id if answer == 1 else None)
+        return results
 
     def holder_of(self, job: str, slot: datetime) -> str | None:
         """The ticker id that claimed (job, slot), or None (unclaimed, or the claim expired)."""

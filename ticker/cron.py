@@ -29,6 +29,8 @@ late always fire. Late ones follow ``schedule.misfire``:
 
 from __future__ import annotations
 
+import copy
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -56,6 +58,9 @@ DEFAULT_MAX_SLOTS = 1000
 
 _MINUTE = timedelta(minutes=1)
 _TICK = timedelta(microseconds=1)
+# Parsed cron expressions kept (see ``_walker``).
+_PARSED_CACHE_SIZE = 4096
+_EPOCH = datetime(2000, 1, 1)
 # A backwards walk skips at most one repeated period of slots; this bounds a bug.
 _MAX_BACKWARD_STEPS = 100_000
 
@@ -88,7 +93,7 @@ def iter_fires(schedule: Schedule, after: datetime) -> Iterator[datetime]:
     """
     after = _utc(after, "after")
     zone = ZoneInfo(schedule.timezone)
-    walls = croniter(schedule.expression, _wall(after, zone))
+    walls = _walker(schedule.expression, _wall(after, zone))
     last = after
     while True:
         try:
@@ -109,7 +114,7 @@ def previous_fire(schedule: Schedule, at: datetime) -> datetime | None:
     start = local.replace(tzinfo=None, second=0, microsecond=0) + _MINUTE
     if local.fold:  # second pass of a repeated hour: its wall times fired on the first pass
         start += _fold_length(start - _MINUTE, zone)
-    walls = croniter(schedule.expression, start)
+    walls = _walker(schedule.expression, start)
     for _ in range(_MAX_BACKWARD_STEPS):
         try:
             wall = cast(datetime, walls.get_prev(datetime))
@@ -165,6 +170,20 @@ def due_slots(
         skipped_last=skipped_last,
         cursor=fire[-1] if fire else late_last,
     )
+
+
+def _walker(expression: str, wall: datetime) -> croniter:
+    """A croniter over naive wall times from ``wall``; parsing is done once per expression."""
+    walker = copy.copy(_parsed(expression))
+    walker.set_current(wall, force=True)
+    return walker
+
+
+@functools.lru_cache(maxsize=_PARSED_CACHE_SIZE)
+def _parsed(expression: str) -> croniter:
+    # Never iterated itself: ``_walker`` hands out copies (croniter parses on construction,
+    # which costs more than the walk; a copy shares the read-only parsed fields).
+    return croniter(expression, _EPOCH)
 
 
 def slot_instant(wall: datetime, zone: ZoneInfo) -> datetime:

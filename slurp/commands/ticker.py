@@ -119,6 +119,7 @@ def _run(
                     poll_s=settings.ticker_poll_s,
                     clock=now,
                     clock_rate=clock.speed if clock else 1.0,
+                    freeze_gc=True,  # this process is the ticker alone
                     stats=stats,
                 )
                 if clock is not None:
@@ -142,7 +143,10 @@ def _run(
                 if port:
                     queues = (settings.queue_name, events_queue_of(settings.queue_name))
                     collector = TickerCollector(service, client, queues)
-                    server = serve_metrics(collector, port, settings.metrics_host)
+                    try:
+                        server = serve_metrics(collector, port, settings.metrics_host)
+                    except OSError as exc:
+                        fail(f"cannot serve metrics on {settings.metrics_host}:{port}: {exc}")
                     log.info("metrics on http://%s:%d/metrics", settings.metrics_host, port)
                 stop = threading.Event()
 
