@@ -376,7 +376,7 @@ def test_lag_histogram_and_collector(env: Env) -> None:
 
 
 def test_a_stand_in_claimer_with_one_method_is_called_per_run(env: Env) -> None:
-    """``slurp dev`` swaps in a claimer that only has ``claim_and_publish``."""
+    """``slurp dev`` passes a claimer that only has ``claim_and_publish``."""
     env.registry.put(make_job("a"))
     ticker = env.ticker()
     sent: list[RunJob] = []
@@ -386,7 +386,7 @@ def test_a_stand_in_claimer_with_one_method_is_called_per_run(env: Env) -> None:
             sent.append(run)
             return f"m{len(sent)}"
 
-    ticker.claimer = Local()  # type: ignore[assignment]
+    ticker.claimer = Local()
     assert ticker.tick(at(2)) == sent
     assert [run.scheduled_for for run in sent] == [at(1), at(2)]
     assert env.count() == 0  # nothing went to Redis

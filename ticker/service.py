@@ -47,7 +47,7 @@ from contracts.publish import DEFAULT_NAMESPACE, DEFAULT_QUEUE
 from storage.errors import InvalidJobRecordError
 from storage.jobs import JobRecord, JobRegistry
 from ticker.agenda import Agenda, Entry
-from ticker.claims import CLAIM_PREFIX, DEFAULT_CLAIM_TTL_S, SlotClaimer
+from ticker.claims import CLAIM_PREFIX, DEFAULT_CLAIM_TTL_S, Claimer, SlotClaimer
 from ticker.cron import DEFAULT_MAX_SLOTS, DueSlots
 from ticker.errors import ScheduleError
 from ticker.stats import TickerStats
@@ -110,7 +110,7 @@ class Ticker:
     def __init__(
         self,
         registry: JobRegistry,
-        redis_client: redis.Redis,
+        redis_client: redis.Redis | None,
         queue_name: str = DEFAULT_QUEUE,
         poll_s: float = DEFAULT_POLL_S,
         clock: Callable[[], datetime] = utcnow,
@@ -125,7 +125,10 @@ class Ticker:
         clock_rate: float = 1.0,
         freeze_gc: bool = False,
         stats: TickerStats | None = None,
+        claimer: Claimer | None = None,
     ) -> None:
+        """``redis_client`` claims and publishes slots; or pass a ``claimer`` instead
+        (``slurp dev`` sends through its in-process broker) and ``redis_client=None``."""
         if poll_s <= 0:
             raise ValueError(f"poll_s must be > 0, got {poll_s}")
         if clock_rate <= 0:
@@ -140,10 +143,13 @@ class Ticker:
         self.claim_batch = claim_batch
         self.freeze_gc = freeze_gc
         self.id = ticker_id or default_ticker_id()
-        # ``slurp dev`` swaps in a stand-in after construction (see ticker.claims.Claimer)
-        self.claimer = SlotClaimer(
-            redis_client, self.id, queue_name, namespace, claim_ttl_s, claim_prefix
-        )
+        if claimer is None:
+            if redis_client is None:
+                raise ValueError("a Ticker needs a redis_client or a claimer")
+            claimer = SlotClaimer(
+                redis_client, self.id, queue_name, namespace, claim_ttl_s, claim_prefix
+            )
+        self.claimer: Claimer = claimer
         self.agenda = Agenda(max_slots_per_job)
         self.stats = stats or TickerStats()
         self._requested_by = f"ticker {self.id}"[:200]

@@ -120,7 +120,6 @@ class _LocalClaimer:
 
 def _serve(settings: Any, store: Any) -> None:
     import dramatiq
-    import redis
     from dramatiq.brokers.stub import StubBroker
     from prometheus_client import CollectorRegistry, start_http_server
 
@@ -147,8 +146,13 @@ def _serve(settings: Any, store: Any) -> None:
     )
     declare(broker, settings, middleware)
     worker = dramatiq.Worker(broker, worker_threads=settings.worker_threads)
-    ticker = Ticker(JobRegistry(store), redis.Redis(), settings.queue_name, settings.ticker_poll_s)
-    ticker.claimer = _LocalClaimer(broker.get_actor("run_job"))  # type: ignore[assignment]
+    ticker = Ticker(
+        JobRegistry(store),
+        None,
+        settings.queue_name,
+        settings.ticker_poll_s,
+        claimer=_LocalClaimer(broker.get_actor("run_job")),
+    )
     if settings.metrics_port:
         start_http_server(settings.metrics_port, settings.metrics_host, registry_)
         out.print(f"metrics on http://127.0.0.1:{settings.metrics_port}/metrics")
