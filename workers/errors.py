@@ -10,6 +10,8 @@ WorkerError
 
 from __future__ import annotations
 
+from dramatiq.errors import Retry
+
 __all__ = ["LeaseLost", "RejectedMessage", "RunFailed", "RunTimeout", "WorkerError"]
 
 
@@ -21,12 +23,13 @@ class RejectedMessage(WorkerError):
     """A message that can never run: it is logged, recorded and dropped."""
 
 
-class RunFailed(WorkerError):
+class RunFailed(WorkerError, Retry):
     """Raised out of the actor after a failed run was recorded. ``will_retry`` tells the
-    retry middleware what the run's JobFailed event already announced."""
+    retry middleware what the run's JobFailed event already announced; as a dramatiq
+    ``Retry`` it carries the delay of the job's own backoff policy."""
 
     def __init__(self, message: str, will_retry: bool, delay_ms: int = 0) -> None:
-        super().__init__(message)
+        Retry.__init__(self, message, delay=delay_ms if will_retry else None)
         self.will_retry = will_retry
         self.delay_ms = delay_ms
 

@@ -233,6 +233,12 @@ class Runner:
                 ),
                 kind,
             )
+            logger.log(
+                logging.WARNING if will_retry else logging.ERROR,
+                "run %s of job %r failed (attempt %d%s): %s: %s",
+                run.run_id, job.name, attempt, ", will retry" if will_retry else "",
+                type(exc).__name__, message,
+            )  # fmt: skip
             raise RunFailed(
                 f"run {run.run_id} of job {job.name!r} failed: {type(exc).__name__}: {message}",
                 will_retry=will_retry,
