@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import redis
@@ -18,8 +17,6 @@ from contracts.jobs import CollectionSpec, CollectionType
 from storage.runs import store_run
 from storage.store import Store, connect
 from storage.strategies import strategy_for
-
-T = TypeVar("T")
 
 SECRET = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
 #: Passwords of the test users (their hashes use a low scrypt cost: fast tests).
@@ -107,15 +104,3 @@ def fill(store: Store, spec: CollectionSpec, records: Iterable[dict[str, Any]], 
 
 def spec(kind: CollectionType, name: str, **extra: Any) -> CollectionSpec:
     return CollectionSpec(type=kind, name=name, **extra)
-
-
-def wait_for(check: Callable[[], T | None], timeout_s: float = 20.0, what: str = "it") -> T:
-    """Poll ``check`` until truthy, or fail after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.02)  # polling interval of a deadline-bounded poll, not a sync sleep

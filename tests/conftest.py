@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+import redis
 
 from slurp.localservers import RedisServer, SecantusServer, ServerStartError
 from storage.store import Store, connect
@@ -68,3 +69,11 @@ def store(mongo_url: str, mongo_db_name: str) -> Iterator[Store]:
     yield handle
     handle.client.drop_database(mongo_db_name)
     handle.close()
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    """A redis-py client of the session's Redis server (modules may override the name)."""
+    connection = redis.Redis.from_url(redis_url)
+    yield connection
+    connection.close()

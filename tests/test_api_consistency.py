@@ -10,12 +10,13 @@ from typing import Any
 
 import httpx
 import pytest
-from api_harness import bearer, fill, login, running_api, spec, wait_for
+from api_harness import bearer, fill, login, running_api, spec
 
 from contracts.jobs import CollectionType
 from storage.bulk import batched
 from storage.store import Store
 from storage.strategies import strategy_for
+from tests.worker_harness import wait_for
 
 READERS = 4
 PAGE = 100

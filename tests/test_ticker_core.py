@@ -4,7 +4,6 @@ pipelined claims and metrics collector."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -172,13 +171,6 @@ class CountingRegistry(JobRegistry):
         names = list(names)
         self.reads.append(sorted(names))
         return super().get_many(names, on_invalid)
-
-
-@pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
-    connection = redis.Redis.from_url(redis_url)
-    yield connection
-    connection.close()
 
 
 @pytest.fixture

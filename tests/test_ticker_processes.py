@@ -143,13 +143,6 @@ def _text(value: bytes | str) -> str:
 
 
 @pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
-    connection = redis.Redis.from_url(redis_url)
-    yield connection
-    connection.close()
-
-
-@pytest.fixture
 def tickers(tmp_path: Path) -> Iterator[Tickers]:
     group = Tickers(tmp_path, {})
     yield group

@@ -34,13 +34,6 @@ def settings(redis_url: str, mongo_url: str, mongo_db_name: str) -> Settings:
 
 
 @pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
-    connection = redis.Redis.from_url(redis_url)
-    yield connection
-    connection.close()
-
-
-@pytest.fixture
 def worker(settings: Settings, tmp_path: Path) -> Iterator[WorkerGroup]:
     group = WorkerGroup(settings, tmp_path / "worker.log").start()
     yield group
