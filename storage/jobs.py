@@ -149,16 +149,7 @@ class JobRegistry:
         A corrupt document is left out and passed to ``on_invalid`` (default: logged as
         a warning), so one bad document never hides the others.
         """
-        records = []
-        for doc in self.docs.find({}).sort("_id", 1):
-            try:
-                records.append(JobRecord.from_doc(doc))
-            except InvalidJobRecordError as exc:
-                if on_invalid is None:
-                    log.warning("skipping job: %s", exc)
-                else:
-                    on_invalid(exc)
-        return records
+        return _decode(self.docs.find({}).sort("_id", 1), on_invalid)
 
     def delete(self, name: str) -> bool:
         """Remove job ``name``; False if there was none."""
@@ -230,14 +221,7 @@ class JobRegistry:
         records: builtins.list[JobRecord] = []
         for start in range(0, len(wanted), _MANY_BATCH):
             batch = wanted[start : start + _MANY_BATCH]
-            for doc in self.docs.find({"_id": {"$in": batch}}):
-                try:
-                    records.append(JobRecord.from_doc(doc))
-                except InvalidJobRecordError as exc:
-                    if on_invalid is None:
-                        log.warning("skipping job: %s", exc)
-                    else:
-                        on_invalid(exc)
+            records += _decode(self.docs.find({"_id": {"$in": batch}}), on_invalid)
         return sorted(records, key=lambda record: record.name)
 
     # -- schedule bookkeeping ---------------------------------------------------------
@@ -371,3 +355,20 @@ def _short(exc: ValidationError) -> str:
     where = ".".join(str(part) for part in first["loc"]) or "(job)"
     more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     return f"{where}: {first['msg']}{more}"
+
+
+def _decode(
+    docs: Iterable[Doc], on_invalid: Callable[[InvalidJobRecordError], None] | None
+) -> list[JobRecord]:
+    """The valid records of ``docs``; a corrupt one goes to ``on_invalid`` (default:
+    logged as a warning) and is left out."""
+    records = []
+    for doc in docs:
+        try:
+            records.append(JobRecord.from_doc(doc))
+        except InvalidJobRecordError as exc:
+            if on_invalid is None:
+                log.warning("skipping job: %s", exc)
+            else:
+                on_invalid(exc)
+    return records
