@@ -11,7 +11,7 @@ from pydantic import Field
 from contracts.base import Contract, JobName, UtcDatetime, utcnow
 from contracts.messages import Trigger
 
-__all__ = ["Event", "JobFailed", "JobRejected", "JobStarted", "JobSucceeded"]
+__all__ = ["Event", "JobAbandoned", "JobFailed", "JobRejected", "JobStarted", "JobSucceeded"]
 
 
 class _Event(Contract):
@@ -19,6 +19,12 @@ class _Event(Contract):
     run_id: str = Field(min_length=1, max_length=128)
     job: str = Field(description="Job name as sent (may be unknown for rejected messages).")
     attempt: int = Field(default=1, ge=1)
+    delivery: int = Field(
+        default=1,
+        ge=1,
+        description="Which start of the attempt this is: more than 1 when the worker "
+        "running the attempt died and the message was delivered again.",
+    )
     at: UtcDatetime = Field(default_factory=utcnow)
 
 
@@ -49,6 +55,16 @@ class JobFailed(_Event):
     duration_s: float = Field(default=0.0, ge=0)
 
 
+class JobAbandoned(_Event):
+    """A started attempt whose worker is gone: it holds no lease and reported no end.
+    A later start of the attempt (its redelivered message) or its own late end
+    supersedes this in the history."""
+
+    kind: Literal["abandoned"] = "abandoned"
+    job: JobName
+    reason: str
+
+
 class JobRejected(_Event):
     """A message that could not be run at all (malformed, unknown job, duplicate)."""
 
@@ -56,4 +72,7 @@ class JobRejected(_Event):
     reason: str
 
 
-Event = Annotated[JobStarted | JobSucceeded | JobFailed | JobRejected, Field(discriminator="kind")]
+Event = Annotated[
+    JobStarted | JobSucceeded | JobFailed | JobAbandoned | JobRejected,
+    Field(discriminator="kind"),
+]

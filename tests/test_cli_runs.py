@@ -103,3 +103,32 @@ def test_dev_once_on_the_shipped_examples(cli, tmp_path: Path) -> None:  # type:
     (tmp_path / "bad.yaml").write_text(JOBS)
     failing = cli("dev", "bad.yaml", "--once", ok=False)
     assert "1 of 3 job(s) failed" in failing.stderr
+
+
+FLAKY = """
+jobs:
+  - name: flaky
+    datasources:
+      - {name: none, type: inline, records: []}
+    slurper: examples.slurpers:slow_numbers
+    params: {count: 3, fail_at: 1}
+    retry: {max_retries: 3}
+    collection: {type: normal, name: flaky}
+"""
+
+
+def test_a_failed_in_process_run_ends_failed_not_retrying(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Nothing would deliver a retry to a CLI process: the run must end ``failed``
+    (it once stayed ``retrying`` with no finish time forever)."""
+    (tmp_path / "flaky.yaml").write_text(FLAKY)
+    cli("jobs", "apply", "flaky.yaml")
+    failed = cli("run", "flaky", ok=False)
+    assert "not retried" in failed.stdout
+    assert "asked to fail at record 1" in failed.stderr
+    (doc,) = json.loads(cli("history", "flaky", "--json").stdout)
+    assert doc["status"] == "failed" and doc["finished_at"]
+    once = cli("dev", "flaky.yaml", "--once", ok=False)
+    assert "1 of 1 job(s) failed" in once.stderr
+    docs = json.loads(cli("history", "flaky", "--json").stdout)
+    assert [d["status"] for d in docs] == ["failed", "failed"]
+    assert all(d["finished_at"] for d in docs)

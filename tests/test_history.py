@@ -151,3 +151,40 @@ def test_malformed_stored_event_is_reported(store: Store, bad: dict[str, object]
     store.db["slurp_events"].insert_one({"_id": "e1", "at": T0, **bad})
     with pytest.raises(ValueError, match="validation error"):
         list(log.replay())
+
+
+def test_abandoned_then_redelivered_in_any_order(store: Store) -> None:
+    """A start whose worker died is abandoned; the redelivered start (delivery 2) and
+    its success supersede it, whatever order the events are applied in; each start
+    keeps its own entry in the attempt log."""
+    from contracts.events import JobAbandoned
+
+    events: list[Event] = [
+        JobStarted(run_id="r", job="users", at=T0, worker="a:1"),
+        JobAbandoned(run_id="r", job="users", at=T0 + timedelta(seconds=70), reason="gone"),
+        JobStarted(
+            run_id="r", job="users", delivery=2, at=T0 + timedelta(seconds=80), worker="b:2"
+        ),
+        JobSucceeded(run_id="r", job="users", delivery=2, at=T0 + timedelta(seconds=90)),
+    ]
+    history = History(store)
+    for n, order in enumerate(itertools.permutations(events)):
+        run_id = f"abandon-{n}"
+        for event in order:
+            history.apply(event.model_copy(update={"run_id": run_id}))
+        doc = final_doc(history, run_id)
+        assert doc["status"] == "succeeded", order
+        log = doc["attempt_log"]
+        assert isinstance(log, dict)
+        assert log["1:1"]["worker"] == "a:1" and log["1:1"]["abandoned_at"]
+        assert "outcome" not in log["1:1"]
+        assert log["1:2"]["worker"] == "b:2" and log["1:2"]["outcome"] == "succeeded"
+    # Abandoned alone, and a late end of the same start, which wins over it.
+    history.apply(events[0].model_copy(update={"run_id": "late"}))
+    history.apply(events[1].model_copy(update={"run_id": "late"}))
+    assert final_doc(history, "late")["status"] == "abandoned"
+    late_end = JobFailed(
+        run_id="late", job="users", error_type="X", message="m", at=T0 + timedelta(seconds=99)
+    )
+    history.apply(late_end)
+    assert final_doc(history, "late")["status"] == "failed"

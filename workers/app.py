@@ -20,7 +20,6 @@ from typing import Any
 
 import dramatiq
 import redis
-from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import CurrentMessage, Middleware
 from pydantic import TypeAdapter, ValidationError
 
@@ -28,13 +27,16 @@ from contracts.events import Event
 from contracts.publish import ACTOR_NAME
 from datasources.runtime import Runtime
 from slurp.settings import Settings, load_settings
+from storage.history import History
 from storage.reader import CollectionReader
 from storage.store import Store, connect
+from workers.consumer import TotalRedisBroker
 from workers.coordination import RedisCoordination
-from workers.encoder import MALFORMED_KEY, TolerantJSONEncoder
+from workers.decoding import MALFORMED_KEY, MessageDecoder
 from workers.errors import RunFailed
 from workers.events import EVENT_ACTOR, EventSink, QueueSink, events_queue
 from workers.metrics import RunMetrics
+from workers.reaper import REAP_INTERVAL_S, Reaper
 from workers.recorder import EventRecorder
 from workers.runner import LEASE_BUSY_DELAY_MS, Runner
 
@@ -58,7 +60,8 @@ EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 
 class RunnerMiddleware(Middleware):
     """Builds the process's ``Runner`` and ``EventRecorder`` after boot (connections
-    and metrics are per process), lazily on first use."""
+    and metrics are per process), lazily on first use; runs the process's ``Reaper``
+    (stranded ``running`` runs become ``abandoned``) while the worker is up."""
 
     def __init__(
         self,
@@ -72,9 +75,29 @@ class RunnerMiddleware(Middleware):
         self._runner: Runner | None = None
         self._recorder: EventRecorder | None = None
         self._lock = threading.Lock()
+        self._stop_reaper = threading.Event()
 
     def after_process_boot(self, broker: dramatiq.Broker) -> None:
         self.broker = broker
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        self._stop_reaper.clear()
+        interval_s = min(REAP_INTERVAL_S, self.settings.lease_ttl_s)
+        threading.Thread(
+            target=self._reap, args=(interval_s,), name="slurp-reaper", daemon=True
+        ).start()
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        self._stop_reaper.set()
+
+    def _reap(self, interval_s: float) -> None:
+        try:
+            runner = self.runner()
+        except Exception:  # no database yet: the runs will build it and report
+            logger.exception("the reaper could not start; stranded runs stay 'running'")
+            return
+        reaper = Reaper(History(runner.store), runner.coord, runner.events, runner_grace(runner))
+        reaper.run_every(interval_s, self._stop_reaper)
 
     def runner(self) -> Runner:
         with self._lock:
@@ -91,6 +114,12 @@ class RunnerMiddleware(Middleware):
 
     def broker_(self) -> dramatiq.Broker:
         return getattr(self, "broker", None) or dramatiq.get_broker()
+
+
+def runner_grace(runner: Runner) -> float:
+    """How long a run may show ``running`` without its lease: one lease TTL (a live
+    holder renews every ttl/3), plus a second for clocks."""
+    return runner.settings.lease_ttl_s + 1.0
 
 
 def _store(settings: Settings) -> Store:
@@ -122,12 +151,12 @@ def _retry_when(retries: int, exc: BaseException) -> bool:
     return retries < INFRA_RETRIES
 
 
-def setup(settings: Settings | None = None) -> RedisBroker:
+def setup(settings: Settings | None = None) -> TotalRedisBroker:
     """Build the Redis broker with our middleware and actors; return it."""
     settings = settings or load_settings()
     if settings.redis_url is None:
         raise RuntimeError("SLURP_REDIS_URL is required to run workers")
-    broker = RedisBroker(  # type: ignore[no-untyped-call]
+    broker = TotalRedisBroker(  # type: ignore[no-untyped-call]
         url=settings.redis_url,
         # dramatiq's default of 60 s plus rare maintenance took ~475 s to redeliver a
         # killed worker's message here (DESIGN.md §5).
@@ -139,18 +168,8 @@ def setup(settings: Settings | None = None) -> RedisBroker:
         from dramatiq.middleware.prometheus import Prometheus
 
         broker.add_middleware(Prometheus())
+    broker.decoder = MessageDecoder(ACTOR_NAME, (ACTOR_NAME, EVENT_ACTOR))
     dramatiq.set_broker(broker)
-    dramatiq.set_encoder(
-        TolerantJSONEncoder(
-            broker.client,
-            broker.namespace,
-            settings.queue_name,
-            ACTOR_NAME,
-            known_actors=(EVENT_ACTOR,),
-            other_queues=(events_queue(settings.queue_name),),
-            broker_id=broker.broker_id,
-        )
-    )
     declare(broker, settings, RunnerMiddleware(settings))
     return broker
 
@@ -162,12 +181,23 @@ def declare(
     broker.add_middleware(CurrentMessage())
     broker.add_middleware(runner_middleware)
 
-    def run_job(payload: Any) -> None:
+    def run_job(*args: Any, **kwargs: Any) -> None:
+        # Takes anything: a message's arguments are data, checked here, never a
+        # TypeError at call time (which dramatiq would retry as transient).
         message = CurrentMessage.get_current_message()
         attempt = (message.options.get("retries", 0) if message else 0) + 1
         runner = runner_middleware.runner()
+        payload = args[0] if args else None
         if isinstance(payload, dict) and MALFORMED_KEY in payload:
             runner.reject(payload, str(payload[MALFORMED_KEY]), attempt)
+            return
+        if len(args) != 1 or kwargs:
+            reason = (
+                f"run_job takes exactly one positional argument, the RunJob object, and no "
+                f"keyword arguments; got {len(args)} positional and keywords "
+                f"{sorted(kwargs) or 'none'} (see docs/wire-format.md)"
+            )
+            runner.reject(payload, reason, attempt)
             return
         outcome = runner.handle(payload, attempt)
         if outcome.status == "lease_busy" and message is not None:
@@ -188,11 +218,15 @@ def declare(
         },
     )
 
-    def record_event(payload: Any, collection_type: str = "") -> None:
+    def record_event(*args: Any, **kwargs: Any) -> None:
+        # Events come from our own runners; anything else on this queue is dropped.
+        collection_type = args[1] if len(args) == 2 else ""
         try:
-            event = EVENT_ADAPTER.validate_python(payload)
-        except ValidationError as exc:  # not ours to retry: log and drop
-            logger.error("dropping malformed event %r: %s", payload, exc)
+            if not 1 <= len(args) <= 2 or kwargs or not isinstance(collection_type, str):
+                raise ValueError(f"expected (event, collection_type), got {len(args)} args")
+            event = EVENT_ADAPTER.validate_python(args[0])
+        except (ValidationError, ValueError) as exc:  # not ours to retry: log and drop
+            logger.error("dropping malformed event %.500r: %s", args, exc)
             return
         runner_middleware.recorder().record(event, collection_type)
 

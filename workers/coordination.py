@@ -1,5 +1,11 @@
 """What runs of one job coordinate on: the job lease, run markers, progress.
 
+``admit`` is the one gate of a run: in one atomic step it refuses a run already
+marked done, takes the job lease, and counts the start of the attempt. Because the
+"done" check and the lease are one step, however many copies of a message arrive at
+once, the slurper runs at most once per attempt (a copy admitted after the first
+finished finds the run marked done; the marker is set before the lease is released).
+
 ``RedisCoordination`` is the real thing, shared by every worker on every host.
 ``LocalCoordination`` does the same inside one process (``slurp dev`` and manual
 runs without a broker, where there is no Redis): a lease is a lock-protected entry,
@@ -11,21 +17,31 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Protocol
+from typing import Literal, Protocol
 
 import redis
 
-from workers.lease import JobLease
+from workers.lease import JobLease, lease_key, run_of_token
 
-__all__ = ["Coordination", "Lease", "LocalCoordination", "RedisCoordination"]
+__all__ = ["Admission", "Coordination", "Lease", "LocalCoordination", "RedisCoordination"]
 
 #: Lifetime of the per-run markers in Redis (success, start counts).
 MARKER_TTL_S = 30 * 86_400
 
+#: KEYS: done marker, lease, start counter. ARGV: token, lease ttl (ms), marker ttl (s).
+#: Returns {2, 0} done, {0, 0} lease busy, {1, starts} admitted.
+_ADMIT = """
+if redis.call('exists', KEYS[1]) == 1 then return {2, 0} end
+if not redis.call('set', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {0, 0} end
+local starts = redis.call('incr', KEYS[3])
+redis.call('expire', KEYS[3], ARGV[3])
+return {1, starts}
+"""
+
 
 class Lease(Protocol):
-    def acquire(self) -> bool: ...
     def held(self) -> bool: ...
     def __enter__(self) -> Lease: ...
     def __exit__(
@@ -33,17 +49,27 @@ class Lease(Protocol):
     ) -> None: ...
 
 
+@dataclass(frozen=True)
+class Admission:
+    """The answer of ``admit``: ``admitted`` (``lease`` is held, ``starts`` counts the
+    starts of this attempt, more than 1 when its worker died before), ``done`` (the
+    run already succeeded) or ``busy`` (another run holds the job)."""
+
+    status: Literal["admitted", "done", "busy"]
+    lease: Lease | None = None
+    starts: int = 0
+
+
 class Coordination(Protocol):
-    def lease(self, job: str, holder: str, ttl_s: float) -> Lease:
-        """A lease on ``job`` (not yet acquired)."""
+    def admit(self, job: str, run_id: str, attempt: int, holder: str, ttl_s: float) -> Admission:
+        """Atomically: refuse a run marked done; else take ``job``'s lease for the run
+        and count a start of ``attempt``."""
 
-    def already_done(self, run_id: str) -> bool:
-        """Was ``run_id`` marked done?"""
+    def mark_done(self, run_id: str) -> None:
+        """Mark ``run_id`` done; call it while holding the lease."""
 
-    def mark_done(self, run_id: str) -> None: ...
-
-    def count_start(self, run_id: str, attempt: int) -> int:
-        """Count one more start of this attempt; return the count."""
+    def lease_run(self, job: str) -> str | None:
+        """The run id holding ``job``'s lease right now (None: nobody)."""
 
     def publish_progress(self, run_id: str, fields: Mapping[str, int]) -> None: ...
 
@@ -51,22 +77,23 @@ class Coordination(Protocol):
 class RedisCoordination:
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
+        self._admit = client.register_script(_ADMIT)
 
-    def lease(self, job: str, holder: str, ttl_s: float) -> Lease:
-        return JobLease(self.client, job, holder, ttl_s)
-
-    def already_done(self, run_id: str) -> bool:
-        return bool(self.client.exists(f"slurp:done:{run_id}"))
+    def admit(self, job: str, run_id: str, attempt: int, holder: str, ttl_s: float) -> Admission:
+        lease = JobLease(self.client, job, holder, ttl_s, run_id=run_id)
+        keys = [f"slurp:done:{run_id}", lease.key, f"slurp:starts:{run_id}:{attempt}"]
+        status, starts = self._admit(keys=keys, args=[lease.token, lease.ttl_ms, MARKER_TTL_S])
+        if status == 2:
+            return Admission("done")
+        if status == 0:
+            return Admission("busy")
+        return Admission("admitted", lease, int(starts))
 
     def mark_done(self, run_id: str) -> None:
         self.client.set(f"slurp:done:{run_id}", "1", ex=MARKER_TTL_S)
 
-    def count_start(self, run_id: str, attempt: int) -> int:
-        key = f"slurp:starts:{run_id}:{attempt}"
-        pipe = self.client.pipeline()
-        pipe.incr(key)
-        pipe.expire(key, MARKER_TTL_S)
-        return int(pipe.execute()[0])
+    def lease_run(self, job: str) -> str | None:
+        return run_of_token(self.client.get(lease_key(job)))
 
     def publish_progress(self, run_id: str, fields: Mapping[str, int]) -> None:
         key = f"slurp:progress:{run_id}"
@@ -77,21 +104,15 @@ class RedisCoordination:
 
 
 class _LocalLease:
-    def __init__(self, owner: LocalCoordination, job: str, ttl_s: float) -> None:
+    def __init__(self, owner: LocalCoordination, job: str, run_id: str) -> None:
         self.owner = owner
         self.job = job
+        self.run_id = run_id
         self.token = object()
-
-    def acquire(self) -> bool:
-        with self.owner.lock:
-            if self.job in self.owner.leases:
-                return False
-            self.owner.leases[self.job] = self.token
-            return True
 
     def held(self) -> bool:
         with self.owner.lock:
-            return self.owner.leases.get(self.job) is self.token
+            return self.owner.leases.get(self.job, (None, ""))[0] is self.token
 
     def __enter__(self) -> _LocalLease:
         return self
@@ -100,7 +121,7 @@ class _LocalLease:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         with self.owner.lock:
-            if self.owner.leases.get(self.job) is self.token:
+            if self.owner.leases.get(self.job, (None, ""))[0] is self.token:
                 del self.owner.leases[self.job]
 
 
@@ -109,27 +130,32 @@ class LocalCoordination:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.leases: dict[str, object] = {}
+        #: job -> (token, run id) of the lease holder
+        self.leases: dict[str, tuple[object, str]] = {}
         self.done: set[str] = set()
         self.starts: dict[tuple[str, int], int] = {}
         self.progress: dict[str, tuple[float, dict[str, int]]] = {}
 
-    def lease(self, job: str, holder: str, ttl_s: float) -> Lease:
-        return _LocalLease(self, job, ttl_s)
-
-    def already_done(self, run_id: str) -> bool:
+    def admit(self, job: str, run_id: str, attempt: int, holder: str, ttl_s: float) -> Admission:
         with self.lock:
-            return run_id in self.done
+            if run_id in self.done:
+                return Admission("done")
+            if job in self.leases:
+                return Admission("busy")
+            lease = _LocalLease(self, job, run_id)
+            self.leases[job] = (lease.token, run_id)
+            count = self.starts.get((run_id, attempt), 0) + 1
+            self.starts[(run_id, attempt)] = count
+            return Admission("admitted", lease, count)
 
     def mark_done(self, run_id: str) -> None:
         with self.lock:
             self.done.add(run_id)
 
-    def count_start(self, run_id: str, attempt: int) -> int:
+    def lease_run(self, job: str) -> str | None:
         with self.lock:
-            count = self.starts.get((run_id, attempt), 0) + 1
-            self.starts[(run_id, attempt)] = count
-            return count
+            held = self.leases.get(job)
+            return held[1] if held else None
 
     def publish_progress(self, run_id: str, fields: Mapping[str, int]) -> None:
         with self.lock:

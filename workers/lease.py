@@ -1,6 +1,9 @@
 """One run of a job at a time: a lease in Redis that expires if its holder dies.
 
-``SET slurp:lease:<job> <token> NX PX <ttl>`` takes the lease; the holder renews it
+``SET slurp:lease:<job> <token> NX PX <ttl>`` takes the lease (``workers.coordination``
+does it in one script with the run's "already done?" check); the token starts with
+the run id (``<run_id>|<holder>|<random>``) so anyone can tell which run holds a job.
+The holder renews it
 every ``ttl / 3`` from a background thread (compare-and-expire in Lua, so only the
 holder can renew or release it). If the holder process dies, the lease expires after
 at most ``ttl_s`` and the job's next message can run. A run checks ``held()`` right
@@ -16,7 +19,7 @@ from types import TracebackType
 
 import redis
 
-__all__ = ["JobLease", "lease_key"]
+__all__ = ["JobLease", "lease_key", "run_of_token"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,13 +41,25 @@ def lease_key(job: str) -> str:
     return f"slurp:lease:{job}"
 
 
-class JobLease:
-    """A renewable, expiring lease on one job. Use ``acquire()`` then ``with lease:``."""
+def run_of_token(token: str | bytes | None) -> str | None:
+    """The run id a lease token names (None: no token, or one without a run id)."""
+    if token is None:
+        return None
+    text = token.decode() if isinstance(token, bytes) else token
+    run_id, sep, _ = text.partition("|")
+    return run_id if sep else None
 
-    def __init__(self, client: redis.Redis, job: str, holder: str, ttl_s: float) -> None:
+
+class JobLease:
+    """A renewable, expiring lease on one job, for one run. Take it with ``acquire()``
+    (or ``RedisCoordination.admit``), then hold it with ``with lease:``."""
+
+    def __init__(
+        self, client: redis.Redis, job: str, holder: str, ttl_s: float, run_id: str = ""
+    ) -> None:
         self.client = client
         self.key = lease_key(job)
-        self.token = f"{holder}:{uuid.uuid4().hex[:8]}"
+        self.token = f"{run_id}|{holder}|{uuid.uuid4().hex[:8]}"
         self.ttl_ms = max(int(ttl_s * 1000), 100)
         self.lost = threading.Event()
         self._stop = threading.Event()

@@ -25,7 +25,11 @@ def local_runner(
     metrics: RunMetrics | None = None,
     events: EventSink | None = None,
     coordination: LocalCoordination | None = None,
+    can_retry: bool = True,
 ) -> Runner:
+    """A runner for this process. ``can_retry=False`` for one-off runs (``slurp run``
+    without a broker, ``slurp dev --once``): nothing would deliver a retry, so a
+    failed attempt ends the run as ``failed``."""
     recorder = EventRecorder(store, metrics)
     recorder.ensure_indexes()
     return Runner(
@@ -35,4 +39,5 @@ def local_runner(
         events or DirectSink(recorder),
         Runtime.from_settings(settings, collections=CollectionReader(store)),
         f"local:{os.getpid()}",
+        can_retry=can_retry,
     )

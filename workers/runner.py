@@ -5,12 +5,17 @@ path is testable in-process. The steps, each recorded in the event log:
 
 1. validate the message and look the job up; a malformed message or an unknown job
    is *rejected* (``JobRejected``, logged, never retried);
-2. a run whose ``run_id`` already succeeded is skipped (redelivered messages);
-3. take the job lease (one run per job at a time); if another run holds it the
-   message is put back with a delay, without counting an attempt;
-4. ``JobStarted``; stream the records into the collection strategy; the lease is
-   checked before the commit; ``JobSucceeded`` or ``JobFailed`` (with
-   ``will_retry`` decided by the failure's kind and the job's retry policy).
+2. admission, one atomic step (``Coordination.admit``): a run whose ``run_id``
+   already succeeded is skipped (duplicate or redelivered messages); else the job
+   lease is taken (one run per job at a time) and the start of the attempt counted;
+   if another run holds the lease the message is put back with a delay, without
+   counting an attempt; an attempt started too often (its worker died each time)
+   is failed for good;
+3. ``JobStarted``; stream the records into the collection strategy; the lease is
+   checked before the commit; the run is marked done before the lease is released;
+4. ``JobSucceeded`` or ``JobFailed`` (with ``will_retry`` decided by the failure's
+   kind, the job's retry policy, and whether this runner can retry at all: runs
+   inside a CLI process cannot, so they end ``failed``).
 """
 
 from __future__ import annotations
@@ -36,7 +41,6 @@ from datasources.runtime import Runtime
 from datasources.slurper import run_slurper
 from slurp.settings import Settings
 from storage.errors import CommitConflictError, RunAlreadyCommitted, StorageError
-from storage.history import History
 from storage.jobs import JobRegistry
 from storage.runs import store_run
 from storage.store import Store
@@ -94,12 +98,15 @@ class Runner:
         events: EventSink,
         runtime: Runtime,
         worker_name: str,
+        can_retry: bool = True,
     ) -> None:
+        """``can_retry``: a failed attempt may be retried by whoever delivered the
+        message (a dramatiq broker); False for one-off runs in a CLI process."""
+        self.can_retry = can_retry
         self.settings = settings
         self.store = store
         self.coord = coordination
         self.events = events
-        self.history = History(store)
         self.runtime = runtime
         self.worker_name = worker_name
         self.jobs = JobRegistry(store)
@@ -110,30 +117,21 @@ class Runner:
             run, job = self._admit(payload)
         except RejectedMessage as exc:
             return self.reject(payload, str(exc), attempt)
-        if self._already_succeeded(run.run_id):
+        admission = self.coord.admit(
+            job.name, run.run_id, attempt, self.worker_name, self.settings.lease_ttl_s
+        )
+        if admission.status == "done":
             logger.info(
                 "run %s of job %r already succeeded; duplicate skipped", run.run_id, job.name
             )
             return Outcome("skipped", "already succeeded")
-        lease = self.coord.lease(job.name, self.worker_name, self.settings.lease_ttl_s)
-        if not lease.acquire():
+        if admission.status == "busy" or admission.lease is None:
             return Outcome("lease_busy", f"job {job.name!r} is running elsewhere")
-        with lease:
-            starts = self._count_start(run.run_id, attempt)
-            if starts > MAX_STARTS_PER_ATTEMPT:
-                return self._poisoned(run, job, attempt, starts)
-            return self._run(run, job, attempt, lease)
-
-    def _already_succeeded(self, run_id: str) -> bool:
-        if self.coord.already_done(run_id):
-            return True
-        done = self.history.get(run_id)
-        return done is not None and done.get("status") == "succeeded"
-
-    def _count_start(self, run_id: str, attempt: int) -> int:
-        """How often this attempt was started: more than once means the worker running
-        it died (killed, out of memory) and dramatiq redelivered the message."""
-        return self.coord.count_start(run_id, attempt)
+        # starts > 1: the worker running this attempt died and the message came back.
+        with admission.lease:
+            if admission.starts > MAX_STARTS_PER_ATTEMPT:
+                return self._poisoned(run, job, attempt, admission.starts)
+            return self._run(run, job, attempt, admission.lease, admission.starts)
 
     def _poisoned(self, run: RunJob, job: JobDefinition, attempt: int, starts: int) -> Outcome:
         message = (
@@ -145,6 +143,7 @@ class Runner:
                 run_id=run.run_id,
                 job=job.name,
                 attempt=attempt,
+                delivery=starts,
                 error_type="PoisonMessage",
                 message=message,
                 will_retry=False,
@@ -182,13 +181,16 @@ class Runner:
         self.events.publish(event)
         return Outcome("rejected", reason)
 
-    def _run(self, run: RunJob, job: JobDefinition, attempt: int, lease: Lease) -> Outcome:
+    def _run(
+        self, run: RunJob, job: JobDefinition, attempt: int, lease: Lease, delivery: int
+    ) -> Outcome:
         kind = job.collection.type.value
         self.events.publish(
             JobStarted(
                 run_id=run.run_id,
                 job=job.name,
                 attempt=attempt,
+                delivery=delivery,
                 trigger=run.trigger,
                 scheduled_for=run.scheduled_for,
                 worker=self.worker_name,
@@ -219,13 +221,14 @@ class Runner:
             result = CommitResult(records_written=0, inserted=0, updated=0, records_total=0)
         except Exception as exc:
             transient = is_transient(exc)
-            will_retry = transient and attempt <= job.retry.max_retries
+            will_retry = self.can_retry and transient and attempt <= job.retry.max_retries
             message = str(exc) or type(exc).__name__
             self.events.publish(
                 JobFailed(
                     run_id=run.run_id,
                     job=job.name,
                     attempt=attempt,
+                    delivery=delivery,
                     error_type=type(exc).__name__,
                     message=message[:2000],
                     will_retry=will_retry,
@@ -250,6 +253,7 @@ class Runner:
                 run_id=run.run_id,
                 job=job.name,
                 attempt=attempt,
+                delivery=delivery,
                 records_read=progress.items,
                 records_written=result.records_written,
                 inserted=result.inserted,

@@ -63,7 +63,7 @@ def _once(settings: Any, store: Any, definitions: list[Any]) -> None:
     from workers.errors import RunFailed
     from workers.local import local_runner
 
-    runner = local_runner(settings, store)
+    runner = local_runner(settings, store, can_retry=False)
     history = History(store)
     table = Table("job", "collection", "status", "records", "seconds", "error")
     failed = 0

@@ -74,9 +74,14 @@ def _run_here(settings: Any, store: Any, message: Any) -> None:
     from workers.errors import RunFailed
     from workers.local import local_runner
 
-    out.print(f"running {message.job} here (no SLURP_REDIS_URL) as run {message.run_id}")
+    out.print(
+        f"running {message.job} here (no SLURP_REDIS_URL) as run {message.run_id}; "
+        "a run in this process is not retried if it fails"
+    )
     try:
-        local_runner(settings, store).handle(message.model_dump(mode="json"), attempt=1)
+        local_runner(settings, store, can_retry=False).handle(
+            message.model_dump(mode="json"), attempt=1
+        )
     except RunFailed as exc:
         fail(str(exc))
     doc = History(store).get(message.run_id) or {}
