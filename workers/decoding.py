@@ -146,8 +146,12 @@ class MessageDecoder:
         if exceeds_depth(data, self.max_depth):
             return None, f"JSON nested deeper than {self.max_depth} levels"
         try:
-            message = json.loads(data)
-        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:  # json.loads would guess UTF-16/32 from bytes
+            return None, f"not JSON: not UTF-8: {exc}"
+        try:
+            message = json.loads(text)
+        except (ValueError, RecursionError) as exc:
             return None, f"not JSON: {exc}"
         if not isinstance(message, dict):
             return None, f"not a dramatiq message: a JSON {type(message).__name__}, not an object"

@@ -15,7 +15,14 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from contracts.events import Event, JobFailed, JobRejected, JobStarted, JobSucceeded
+from contracts.events import (
+    Event,
+    JobAbandoned,
+    JobFailed,
+    JobRejected,
+    JobStarted,
+    JobSucceeded,
+)
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -40,7 +47,7 @@ class RunMetrics:
 
         self.runs = Counter(
             "slurp_runs_total",
-            "Finished run attempts by outcome (succeeded, failed, retrying, rejected).",
+            "Finished run attempts by outcome (succeeded, failed, retrying, rejected, abandoned).",
             ["job", "status"],
             registry=registry,
         )
@@ -87,6 +94,9 @@ class RunMetrics:
             self.runs.labels(job if job else "?", "rejected").inc()
             return
         self.in_progress.labels(job).dec()
+        if isinstance(event, JobAbandoned):  # its worker died; a redelivery may follow
+            self.runs.labels(job, "abandoned").inc()
+            return
         if isinstance(event, JobSucceeded):
             self.runs.labels(job, "succeeded").inc()
             self.duration.labels(job, "succeeded").observe(event.duration_s)
