@@ -7,7 +7,9 @@
 ``route`` is the matched route's template (``/api/collections/{name}``), never the
 raw path, so label cardinality stays bounded; requests no route matched are
 ``unmatched``. Each app has its own ``CollectorRegistry`` (several apps in one
-process, as in the tests, never share or clash), served at ``GET /metrics``.
+process, as in the tests, never share or clash), served at ``GET /metrics``, with
+prometheus-client's default collectors beside: ``process_*`` (CPU, memory, open files)
+and ``python_*`` (interpreter, garbage collector).
 """
 
 from __future__ import annotations
@@ -15,7 +17,15 @@ from __future__ import annotations
 import contextlib
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["UNMATCHED", "HttpMetrics", "MetricsMiddleware"]
@@ -29,10 +39,13 @@ BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.
 
 
 class HttpMetrics:
-    """The metrics of one app, in their own registry."""
+    """The metrics of one app, in their own registry, plus the process's."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
         self.requests = Counter(
             "slurp_http_requests_total",
             "HTTP requests answered, by route template, method and status code.",

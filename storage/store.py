@@ -6,6 +6,16 @@ Layout of the database (all names starting with ``slurp`` are slurp's own):
 - ``slurp_data.<name>.<suffix>``: the physical collections holding records;
 - ``slurp_jobs``, ``slurp_events``, ``slurp_history``: registry, event log, history.
 - ``slurp_counters``: sequence numbers (job revisions).
+
+Durability (docs/storage.md, "Write and read concerns"): the writes that must never be
+lost once acknowledged, catalog commits and the event log, use write concern
+``{w: "majority", j: true}`` (``DURABLE``): acknowledged only once a majority of the
+replica set has the write in its journal, so no failover can roll it back. Reads of
+those collections use read concern ``majority`` (``COMMITTED``): they see only writes
+that can no longer be rolled back. Every other write takes the URL's write concern.
+
+``connect`` passes slurp's defaults (timeouts, ``tz_aware``, app name) only for options
+``SLURP_MONGO_URL`` does not set itself: options in the URL always win.
 """
 
 from __future__ import annotations
@@ -16,13 +26,26 @@ from typing import Any
 import pymongo
 from pymongo.collection import Collection
 from pymongo.database import Database
+from pymongo.read_concern import ReadConcern
+from pymongo.uri_parser import split_options
 from pymongo.write_concern import WriteConcern
 
-__all__ = ["DATA_PREFIX", "DEFAULT_TIMEOUT_MS", "DURABLE", "Store", "connect"]
+__all__ = [
+    "COMMITTED",
+    "DATA_PREFIX",
+    "DEFAULT_TIMEOUT_MS",
+    "DURABLE",
+    "Store",
+    "connect",
+    "url_options",
+]
 
-#: Write concern of the writes that must survive a database crash once acknowledged:
-#: catalog commits and the event log.
-DURABLE = WriteConcern(j=True)
+#: Write concern of the writes that must survive a crash and a replica-set failover
+#: once acknowledged: catalog commits and the event log. A standalone server treats
+#: "majority" as itself; a URL's ``wtimeoutMS`` bounds the wait (``Store.durable``).
+DURABLE = WriteConcern(w="majority", j=True)
+#: Read concern of the reads that must see only such writes (never a rolled-back one).
+COMMITTED = ReadConcern("majority")
 
 #: Every physical collection holding records starts with this.
 DATA_PREFIX = "slurp_data."
@@ -45,9 +68,18 @@ class Store:
 
     @property
     def catalog(self) -> Collection[Doc]:
-        """Commits are catalog updates: they wait for the journal (``j=True``), so an
-        acknowledged commit survives a crash of the database."""
-        return self.db.get_collection("slurp_catalog", write_concern=DURABLE)
+        """Commits are catalog updates: durable (``DURABLE``, ``COMMITTED``)."""
+        return self.durable("slurp_catalog")
+
+    def durable(self, name: str) -> Collection[Doc]:
+        """Collection ``name`` with ``DURABLE`` writes and ``COMMITTED`` reads: an
+        acknowledged write is in the journal of a majority of the replica set, and a
+        read sees only such writes. The URL's ``wtimeoutMS``, if any, is kept."""
+        wtimeout = self.client.write_concern.document.get("wtimeout")
+        concern = (
+            DURABLE if wtimeout is None else WriteConcern(w="majority", j=True, wtimeout=wtimeout)
+        )
+        return self.db.get_collection(name, write_concern=concern, read_concern=COMMITTED)
 
     def physical(self, physical_name: str) -> Collection[Doc]:
         return self.db[physical_name]
@@ -67,12 +99,29 @@ class Store:
 
 
 def connect(url: str, database: str, timeout_ms: int = DEFAULT_TIMEOUT_MS) -> Store:
-    """A ``Store`` on ``url``/``database``; no I/O happens until first use."""
-    client: pymongo.MongoClient[Doc] = pymongo.MongoClient(
-        url,
-        serverSelectionTimeoutMS=timeout_ms,
-        connectTimeoutMS=timeout_ms,
-        tz_aware=True,
-        appname="slurp",
-    )
+    """A ``Store`` on ``url``/``database``; no I/O happens until first use.
+
+    slurp's defaults (``timeout_ms`` for server selection and connecting, the app name
+    ``slurp``) apply only to options the URL does not set: ``?serverSelectionTimeoutMS=
+    500`` in ``SLURP_MONGO_URL`` wins (pymongo itself lets keyword arguments win).
+    """
+    given = set(url_options(url))
+    defaults: dict[str, Any] = {
+        "serverSelectionTimeoutMS": timeout_ms,
+        "connectTimeoutMS": timeout_ms,
+        "appname": "slurp",
+    }
+    options = {name: value for name, value in defaults.items() if name.lower() not in given}
+    client: pymongo.MongoClient[Doc] = pymongo.MongoClient(url, tz_aware=True, **options)
     return Store(client[database])
+
+
+def url_options(url: str) -> dict[str, Any]:
+    """The options in a MongoDB URL's query string, names lower-cased (MongoDB's
+    option names are case-insensitive); values as written, not validated, and no DNS
+    lookup for ``mongodb+srv``."""
+    _, _, query = url.partition("?")
+    if not query:
+        return {}
+    options = split_options(query, validate=False, warn=False, normalize=False)
+    return {str(name).lower(): value for name, value in options.items()}

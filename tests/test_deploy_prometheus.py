@@ -4,11 +4,15 @@ A private Prometheus (Debian's binary, started by ``scripts/prometheus``) scrape
 1 s intervals and with ``deploy/prometheus/alerts.yml`` loaded: a real worker group
 (``dramatiq workers.app:setup`` processes), a real ``slurp ticker`` process and the
 HTTP API (a real uvicorn server). The scrape jobs and labels are those of the compose
-stack's ``prometheus.yml``. Jobs run (one keeps failing, one retries, others succeed),
-then every PromQL expression of the Grafana dashboard and of the rules (each recording
-rule, and every operand of every alert condition) must return a number, read back
-from the dashboard JSON and the rules file, and the failing job's alert must become
-pending or firing.
+stack's ``prometheus.yml``: plain scrapes without ``honor_labels``, as a Kubernetes
+ServiceMonitor does them. Jobs run (one keeps failing, one retries, others succeed, a
+publisher names a job that does not exist), then every PromQL expression of the
+Grafana dashboard and of the rules (each recording rule, and every operand of every
+alert condition) must return a number, read back from the dashboard JSON and the
+rules file, and the failing job's alert must become pending or firing. No series
+carries ``exported_job``; the unknown job is counted as ``slurp_job="__unknown__"``;
+a job that never failed has its failure counter at 0; the ticker and the API serve
+``process_*`` and ``python_*`` metrics.
 
 The ticker's clock is shifted (speed 1, ``SLURP_TEST_CLOCK_*``) so that a minute
 boundary comes 10 s after it starts: the staleness rules need the ticker to have moved
@@ -199,11 +203,13 @@ def test_dashboard_and_alert_queries_return_data_from_real_prometheus(
         prometheus.start()
         workers.start()
         ticker = start_ticker(settings, ticker_port, tmp_path / "ticker.log")
-        for name in ("demo-failing", "demo-failing", "demo-flaky", "demo-manual"):
+        junk = f"no-such-job-{uuid.uuid4().hex[:8]}"
+        for name in ("demo-failing", "demo-failing", "demo-flaky", "demo-manual", junk):
             publish_run_job(
                 client, RunJob(job=name, run_id=str(uuid.uuid4())), queue_name=settings.queue_name
             )
         check_everything(prometheus, api_port is not None)
+        check_labels(prometheus, api_port is not None, junk)
     except BaseException:
         print("--- prometheus log ---\n" + prometheus.log())
         print("--- worker log ---\n" + workers.log()[-5000:])
@@ -226,7 +232,7 @@ def check_everything(prometheus: PrometheusServer, api_running: bool) -> None:
     )
 
     # Every expression of the dashboard ($job = every job) ...
-    values = {"job": ".*", **GRAFANA_BUILTINS}
+    values = {"slurp_job": ".*", **GRAFANA_BUILTINS}
     pending: dict[str, str] = {}
     skipped: list[str] = []
     for where, expr in dashboard_queries(load_dashboard()):
@@ -272,7 +278,7 @@ def check_everything(prometheus: PrometheusServer, api_running: bool) -> None:
             alert
             for alert in prometheus.alerts()
             if alert["labels"]["alertname"] == "SlurpJobFailing"
-            and alert["labels"]["job"] == "demo-failing"
+            and alert["labels"]["slurp_job"] == "demo-failing"
             and alert["state"] in ("pending", "firing")
         ]
 
@@ -283,3 +289,24 @@ def check_everything(prometheus: PrometheusServer, api_running: bool) -> None:
         print(f"{len(answers)} queries answered; skipped (no API): {skipped}")
         for where, answer in answers.items():
             print(where, str(answer["result"])[:300])
+
+
+def check_labels(prometheus: PrometheusServer, api_running: bool, junk: str) -> None:
+    """Without honor_labels nothing is renamed; label values stay bounded; the
+    counters of known jobs start at 0; the ticker and API expose process metrics."""
+    assert prometheus.query('{exported_job!=""}')["result"] == []
+    assert prometheus.query(f'{{slurp_job="{junk}"}}')["result"] == []
+
+    def rejected_unknown() -> bool:
+        answer = prometheus.query('slurp_runs_total{slurp_job="__unknown__", status="rejected"}')
+        return has_data(answer) and float(answer["result"][0]["value"][1]) >= 1
+
+    wait_for(rejected_unknown, 30, "the unknown job's rejection counted as __unknown__")
+    never_failed = prometheus.query(
+        'slurp_runs_total{job="slurp-worker", slurp_job="demo-manual", status="failed"}'
+    )["result"]
+    assert [float(sample["value"][1]) for sample in never_failed] == [0.0]
+    services = ["slurp-ticker", *(["slurp-api"] if api_running else [])]
+    for service in services:
+        for metric in ("process_cpu_seconds_total", "process_resident_memory_bytes", "python_info"):
+            assert has_data(prometheus.query(f'{metric}{{job="{service}"}}')), (service, metric)

@@ -9,9 +9,9 @@ says.
 
 Per ticker (sum or max them over replicas in Prometheus):
 
-``slurp_ticker_emitted_total{job}``                 runs this ticker enqueued
+``slurp_ticker_emitted_total{slurp_job}``           runs this ticker enqueued
 ``slurp_ticker_lag_seconds``                        histogram: emission time - slot time
-``slurp_ticker_next_fire_timestamp_seconds{job}``   the job's next slot, Unix time
+``slurp_ticker_next_fire_timestamp_seconds{slurp_job}``  the job's next slot, Unix time
 ``slurp_ticker_jobs_scheduled``                     jobs with a schedule, not paused
 ``slurp_ticker_last_tick_timestamp_seconds``        clock time of the last finished pass
 ``slurp_ticker_claims_lost_total``                  due slots another replica emitted
@@ -25,6 +25,9 @@ Queues, read from Redis at scrape time (the same value on every replica: use ``m
 ``slurp_dead_letters{queue}``    messages that failed for good: ZCARD ``N:Q.XQ``
 
 When Redis does not answer, the queue metrics are left out of that scrape (logged).
+``serve_metrics`` adds prometheus-client's default collectors: ``process_*`` (CPU,
+memory, open files of this process) and ``python_*`` (interpreter, garbage collector).
+The job's label is ``slurp_job`` (``job`` is Prometheus' own scrape-job label).
 """
 
 from __future__ import annotations
@@ -37,7 +40,13 @@ from http.server import HTTPServer
 from typing import TYPE_CHECKING
 
 import redis
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    start_http_server,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
@@ -48,7 +57,10 @@ from ticker.stats import TickerStats
 if TYPE_CHECKING:
     from ticker.service import Ticker
 
-__all__ = ["LAG_BUCKETS_S", "TickerCollector", "TickerMetrics", "serve_metrics"]
+__all__ = ["JOB_LABEL", "LAG_BUCKETS_S", "TickerCollector", "TickerMetrics", "serve_metrics"]
+
+#: The label carrying a slurp job's name (``job`` is Prometheus' scrape job).
+JOB_LABEL = "slurp_job"
 
 #: Upper bounds of the tick lag histogram, in seconds.
 LAG_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -113,7 +125,7 @@ class TickerCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         stats = self.metrics.snapshot()
         emitted = CounterMetricFamily(
-            "slurp_ticker_emitted", "Scheduled runs this ticker enqueued.", labels=["job"]
+            "slurp_ticker_emitted", "Scheduled runs this ticker enqueued.", labels=[JOB_LABEL]
         )
         for job, count in sorted(stats["emissions_by_job"].items()):
             emitted.add_metric([job], count)
@@ -128,7 +140,7 @@ class TickerCollector(Collector):
         next_fire = GaugeMetricFamily(
             "slurp_ticker_next_fire_timestamp_seconds",
             "Unix time of the job's next scheduled slot.",
-            labels=["job"],
+            labels=[JOB_LABEL],
         )
         for job, slot in sorted(self.ticker.next_fires().items()):
             next_fire.add_metric([job], slot.timestamp())
@@ -188,12 +200,15 @@ class TickerCollector(Collector):
 
 
 def serve_metrics(collector: Collector, port: int, host: str = "0.0.0.0") -> HTTPServer:
-    """Serve ``collector`` alone on ``http://host:port/metrics`` from a daemon thread.
+    """Serve ``collector`` and the process's ``process_*``/``python_*`` metrics on
+    ``http://host:port/metrics`` from a daemon thread.
 
     Returns the HTTP server (call ``shutdown()`` to stop it).
     """
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
+    for default in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+        registry.register(default)
     server, _thread = start_http_server(port, addr=host, registry=registry)
     return server
 
