@@ -10,6 +10,7 @@ from fastapi import Request
 
 from api.config import ApiConfig
 from api.metrics import HttpMetrics
+from api.runqueue import RedisRunQueue, RunQueue
 from storage.history import History
 from storage.jobs import JobRegistry
 from storage.reader import CollectionReader
@@ -34,6 +35,16 @@ class ApiContext:
     history: History
     auth: Authenticator
     metrics: HttpMetrics
+    #: Where runs go; None: ``redis`` (if set) through ``api.runqueue.RedisRunQueue``.
+    queue: RunQueue | None = None
+
+    def run_queue(self) -> RunQueue | None:
+        """The queue runs are sent to (None: this app cannot queue runs)."""
+        if self.queue is not None:
+            return self.queue
+        if self.redis is not None:
+            return RedisRunQueue(self.redis, self.queue_name)
+        return None
 
 
 def get_context(request: Request) -> ApiContext:

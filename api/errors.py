@@ -7,13 +7,21 @@
      ├── PermissionDenied       403  the user's role or collection ACL forbids it
      ├── NotFound               404  unknown collection, version, job or run
      ├── Conflict               409  a concurrent change won (try again)
+     ├── UnsupportedMediaType   415  a body neither JSON nor a form (token endpoints)
      ├── RateLimited            429  too many failed logins (``Retry-After``)
      └── ServiceUnavailable     503  no Redis to publish to, database unreachable
 
-Storage errors map onto these (``CollectionNotFoundError`` → 404, ...). Validation
-errors of query or path parameters are 400; of a request body 422, with one entry per
-field (``loc``, ``msg``, ``type``) and never the submitted value (it may be a password).
-Anything else is a 500 with a fixed message; the traceback goes to the log only.
+Storage and driver errors map onto statuses too: ``CollectionNotFoundError`` → 404,
+``InvalidJobRecordError`` (a stored job that no longer validates) → 409,
+``DocumentTooLarge`` (over MongoDB's 16 MiB) → 413, ``ExecutionTimeout`` (a query past
+``maxTimeMS``) → 503, any other ``PyMongoError`` → 503. The limits of ``api.limits``
+answer before the routes: 413 (request body too large; ``BodyTooLarge``), 429 and 503
+(too many requests in progress). Validation errors are 400, as in Django REST
+framework: of query or path parameters a message naming them; of a request body (not
+JSON, wrong fields) one entry per field (``loc``, ``msg``, ``type``), never the
+submitted value (it may be a password). The OpenAPI schema says so (``install_handlers``
+drops FastAPI's generated 422 entries). Anything else is a 500 with a fixed message;
+the traceback goes to the log only.
 """
 
 from __future__ import annotations
@@ -25,12 +33,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from pymongo.errors import PyMongoError
+from pymongo.errors import DocumentTooLarge, ExecutionTimeout, PyMongoError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from storage.errors import (
     CollectionNotFoundError,
     CommitConflictError,
+    InvalidJobRecordError,
     JobNotFoundError,
     VersionNotFoundError,
 )
@@ -46,6 +55,7 @@ __all__ = [
     "PermissionDenied",
     "RateLimited",
     "ServiceUnavailable",
+    "UnsupportedMediaType",
     "error_responses",
     "install_handlers",
 ]
@@ -101,6 +111,10 @@ class RateLimited(ApiError):
         )
 
 
+class UnsupportedMediaType(ApiError):
+    status_code = 415
+
+
 class ServiceUnavailable(ApiError):
     status_code = 503
 
@@ -114,27 +128,28 @@ class FieldError(BaseModel):
 
 
 class ErrorOut(BaseModel):
-    """Every error answer: a message, or (422) one entry per invalid field."""
+    """Every error answer: a message, or (400) one entry per invalid body field."""
 
     detail: str | list[FieldError]
 
 
 _DESCRIPTIONS = {
-    400: "Bad query or path parameter",
+    400: "Bad query or path parameter, or invalid request body (one entry per field)",
     401: "Missing, invalid or expired token; bad credentials",
     403: "Role or collection ACL forbids it",
     404: "No such collection, version, job or run",
-    409: "A concurrent change won; try again",
-    422: "Invalid request body (one entry per field)",
-    429: "Too many failed logins",
-    503: "Queue or database unavailable",
+    409: "A concurrent change won, or the stored job no longer validates",
+    413: "Request body or stored document too large",
+    415: "Request body neither JSON nor application/x-www-form-urlencoded",
+    429: "Too many failed logins, or too many requests of this user in progress",
+    503: "Queue or database unavailable, query time limit exceeded, or the API is busy",
 }
 
 
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` entries for ``codes`` (plus 400 and 422, which any
+    """OpenAPI ``responses`` entries for ``codes`` (plus 400 and 413, which any
     endpoint with parameters or a body may answer, and 503)."""
-    wanted = sorted({*codes, 400, 422, 503})
+    wanted = sorted({*codes, 400, 413, 503})
     return {code: {"model": ErrorOut, "description": _DESCRIPTIONS[code]} for code in wanted}
 
 
@@ -174,12 +189,39 @@ async def _validation(request: Request, exc: Exception) -> JSONResponse:
     if errors and all(e["loc"] and e["loc"][0] in ("query", "path") for e in errors):
         message = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in errors)
         return _json(400, f"invalid parameter: {message}")
-    return _json(422, errors)
+    return _json(400, errors)
 
 
 async def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     return _json(exc.status_code, exc.detail, dict(exc.headers or {}))
+
+
+async def _invalid_job(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, InvalidJobRecordError)
+    # The problem may quote a stored value: logged for operators, not sent to clients.
+    log.warning("%s %s: %s", request.method, request.url.path, exc)
+    return _json(
+        409,
+        f"the stored job {exc.name!r} no longer validates (written by hand or by another "
+        "slurp version); an admin can replace it (PUT) or delete it (DELETE)",
+    )
+
+
+async def _too_large(request: Request, exc: Exception) -> JSONResponse:
+    return _json(413, f"too large to store: {exc}")
+
+
+async def _query_timeout(request: Request, exc: Exception) -> JSONResponse:
+    context = getattr(request.app.state, "slurp", None)  # api.context imports this module
+    limit = context.config.query_timeout_ms if context is not None else "?"
+    log.info("query past its time limit on %s %s: %s", request.method, request.url.path, exc)
+    return _json(
+        503,
+        f"The query took longer than the API's limit of {limit} ms "
+        "(SLURP_API_QUERY_TIMEOUT_MS) and was stopped; narrow it with filters or use "
+        "$limit/$page.",
+    )
 
 
 async def _database(request: Request, exc: Exception) -> JSONResponse:
@@ -193,13 +235,39 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 
 def install_handlers(app: FastAPI) -> None:
-    """Register every handler on ``app``."""
+    """Register every handler on ``app``, and make its OpenAPI schema say 400 (not
+    FastAPI's default 422) for invalid requests."""
+    _openapi_without_422(app)
     app.add_exception_handler(ApiError, _api_error)
     for lookup in (CollectionNotFoundError, VersionNotFoundError):
         app.add_exception_handler(lookup, _not_found)
     app.add_exception_handler(JobNotFoundError, _job_not_found)
     app.add_exception_handler(CommitConflictError, _conflict)
+    app.add_exception_handler(InvalidJobRecordError, _invalid_job)
+    app.add_exception_handler(DocumentTooLarge, _too_large)
+    app.add_exception_handler(ExecutionTimeout, _query_timeout)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)
     app.add_exception_handler(PyMongoError, _database)
     app.add_exception_handler(Exception, _unexpected)
+
+
+def _openapi_without_422(app: FastAPI) -> None:
+    """FastAPI documents a 422 for every operation with parameters or a body; the
+    handlers above answer 400 instead (documented by ``error_responses``)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            for path in schema.get("paths", {}).values():
+                for operation in path.values():
+                    if isinstance(operation, dict):
+                        operation.get("responses", {}).pop("422", None)
+            components = schema.get("components", {}).get("schemas", {})
+            for name in ("HTTPValidationError", "ValidationError"):
+                components.pop(name, None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

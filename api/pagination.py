@@ -19,6 +19,7 @@ JSON encoding of records.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -148,15 +149,21 @@ def encode_records(records: Any) -> bytes:
     return json.dumps(records, ensure_ascii=False, separators=(",", ":"), default=_default).encode()
 
 
-def stream_json_array(records: Iterator[dict[str, Any]]) -> Iterator[bytes]:
-    """A JSON array of ``records`` in chunks of about ``CHUNK_BYTES``; closes the
-    source (a database cursor) when done or when the client goes away."""
+def stream_json_array(
+    records: Iterator[dict[str, Any]], head: Iterable[dict[str, Any]] = ()
+) -> Iterator[bytes]:
+    """A JSON array of ``head`` then ``records`` in chunks of about ``CHUNK_BYTES``;
+    closes ``records`` (a database cursor) when done or when the client goes away.
+
+    ``head``: records already taken from ``records`` (a route takes the first one
+    before answering, so that the query's errors, e.g. its time limit, are an error
+    answer rather than a cut stream)."""
     encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=_default)
     try:
         buffer: list[str] = ["["]
         size = 1
         first = True
-        for record in records:
+        for record in itertools.chain(head, records):
             text = encoder.encode(record)
             if not first:
                 buffer.append(",")

@@ -1,15 +1,30 @@
-"""Password hashes with the standard library's scrypt; never a password in plain text.
+"""Password hashes: argon2id for every new hash, scrypt still verified; never a
+password in plain text.
 
-Format (all in one string, ``$``-separated)::
+Two formats, told apart by their first characters:
 
-    scrypt$<n>$<r>$<p>$<salt, base64>$<derived key, base64>
+- **argon2id** (argon2-cffi), the standard PHC string format::
 
-e.g. ``scrypt$16384$8$1$3q2+7w...$Zm9v...``. ``n`` (CPU/memory cost, a power of 2),
-``r`` and ``p`` are stored with each hash, so stronger settings apply to new hashes
-without invalidating old ones. Produce a hash for the ``users`` setting with::
+      $argon2id$v=19$m=19456,t=2,p=1$<salt, base64>$<hash, base64>
+
+  ``m`` is the memory in KiB, ``t`` the passes, ``p`` the lanes. New hashes use
+  ``DEFAULT_MEMORY_KIB``, ``DEFAULT_TIME_COST`` and ``DEFAULT_PARALLELISM`` (OWASP's
+  argon2id baseline: 19 MiB, 2 passes, 1 lane; ~50 ms per check here).
+- **scrypt** (hashes made by earlier slurp versions; ``SLURP_API_USERS`` may hold
+  them)::
+
+      scrypt$<n>$<r>$<p>$<salt, base64>$<derived key, base64>
+
+The parameters travel with each hash, so stronger settings apply to new hashes
+without invalidating old ones; ``needs_rehash`` says whether a hash is older than the
+current settings. Parsing refuses parameters beyond ``MAX_MEMORY_KIB`` and friends:
+a configured hash must not make a login eat the host. Produce a hash for the
+``SLURP_API_USERS`` setting with::
 
     .venv/bin/python -m api.passwords            # prompts twice, prints the hash
     printf %s "$PW" | .venv/bin/python -m api.passwords --stdin
+
+(users in the database are managed with ``slurp users``, which hashes for you).
 """
 
 from __future__ import annotations
@@ -23,34 +38,70 @@ import os
 import sys
 from dataclasses import dataclass
 
+from argon2 import PasswordHasher, Type, extract_parameters
+from argon2.exceptions import InvalidHashError, VerificationError
+
 __all__ = [
-    "DEFAULT_N",
-    "DEFAULT_P",
-    "DEFAULT_R",
+    "DEFAULT_MEMORY_KIB",
+    "DEFAULT_PARALLELISM",
+    "DEFAULT_TIME_COST",
+    "Argon2Hash",
     "PasswordHash",
+    "ScryptHash",
     "hash_password",
     "main",
+    "needs_rehash",
     "parse_hash",
+    "scrypt_hash",
     "verify_password",
 ]
 
-#: scrypt CPU/memory cost of new hashes (2**14: ~16 MiB and ~50-100 ms per check).
-DEFAULT_N = 2**14
-#: scrypt block size of new hashes.
-DEFAULT_R = 8
-#: scrypt parallelism of new hashes.
-DEFAULT_P = 1
-#: Bytes of random salt and of derived key.
+#: argon2id memory of new hashes, in KiB (19 MiB).
+DEFAULT_MEMORY_KIB = 19 * 1024
+#: argon2id passes over the memory of new hashes.
+DEFAULT_TIME_COST = 2
+#: argon2id lanes of new hashes.
+DEFAULT_PARALLELISM = 1
+#: Bytes of random salt and of hash (argon2id and scrypt alike).
 SALT_BYTES = 16
 KEY_BYTES = 32
-# Bounds accepted when parsing (a configured hash must not make a login eat the host).
+#: Largest argon2id parameters accepted when parsing: 256 MiB, 16 passes, 16 lanes.
+MAX_MEMORY_KIB = 256 * 1024
+MAX_TIME_COST = 16
+MAX_PARALLELISM = 16
+# scrypt bounds accepted when parsing.
 _MAX_N = 2**20
 _MAX_RP = 64
+_ARGON2_PREFIX = "$argon2id$"
+_SCRYPT_PREFIX = "scrypt$"
 
 
 @dataclass(frozen=True)
-class PasswordHash:
-    """A parsed hash: scrypt parameters, salt and derived key."""
+class Argon2Hash:
+    """A parsed argon2id PHC string (checked against the bounds above)."""
+
+    encoded: str
+    memory_kib: int
+    time_cost: int
+    parallelism: int
+
+    def verify(self, password: str) -> bool:
+        try:
+            return bool(_hasher().verify(self.encoded, password))
+        except VerificationError:
+            return False
+
+    def needs_rehash(self) -> bool:
+        return (self.memory_kib, self.time_cost, self.parallelism) != (
+            DEFAULT_MEMORY_KIB,
+            DEFAULT_TIME_COST,
+            DEFAULT_PARALLELISM,
+        )
+
+
+@dataclass(frozen=True)
+class ScryptHash:
+    """A parsed scrypt hash: parameters, salt and derived key."""
 
     n: int
     r: int
@@ -63,15 +114,70 @@ class PasswordHash:
         key = base64.b64encode(self.key).decode()
         return f"scrypt${self.n}${self.r}${self.p}${salt}${key}"
 
+    def verify(self, password: str) -> bool:
+        """Constant-time comparison of the derived keys."""
+        key = _derive(password, self.n, self.r, self.p, self.salt, len(self.key))
+        return hmac.compare_digest(key, self.key)
+
+    def needs_rehash(self) -> bool:
+        return True  # new hashes are argon2id
+
+
+PasswordHash = Argon2Hash | ScryptHash
+
+
+def _hasher(
+    memory_kib: int = DEFAULT_MEMORY_KIB,
+    time_cost: int = DEFAULT_TIME_COST,
+    parallelism: int = DEFAULT_PARALLELISM,
+) -> PasswordHasher:
+    return PasswordHasher(
+        time_cost=time_cost,
+        memory_cost=memory_kib,
+        parallelism=parallelism,
+        hash_len=KEY_BYTES,
+        salt_len=SALT_BYTES,
+        type=Type.ID,
+    )
+
 
 def parse_hash(encoded: str) -> PasswordHash:
     """Parse ``encoded``; ``ValueError`` (never echoing the value) if it is not a hash."""
-    parts = encoded.split("$")
-    if len(parts) != 6 or parts[0] != "scrypt":
+    if encoded.startswith(_ARGON2_PREFIX):
+        return _parse_argon2(encoded)
+    if encoded.startswith(_SCRYPT_PREFIX):
+        return _parse_scrypt(encoded)
+    raise ValueError(
+        "not a password hash: expected an argon2id PHC string '$argon2id$v=19$m=...' or "
+        "'scrypt$n$r$p$salt$hash' (make one with 'python -m api.passwords')"
+    )
+
+
+def _parse_argon2(encoded: str) -> Argon2Hash:
+    try:
+        params = extract_parameters(encoded)
+    except (InvalidHashError, ValueError):
+        raise ValueError("malformed argon2id hash (not a PHC string)") from None
+    if params.type is not Type.ID:
+        raise ValueError("only argon2id hashes are accepted")
+    if not (
+        8 * params.parallelism <= params.memory_cost <= MAX_MEMORY_KIB
+        and 1 <= params.time_cost <= MAX_TIME_COST
+        and 1 <= params.parallelism <= MAX_PARALLELISM
+    ):
         raise ValueError(
-            "not a password hash: expected 'scrypt$n$r$p$salt$hash' "
-            "(make one with 'python -m api.passwords')"
+            f"argon2id parameters out of range: m <= {MAX_MEMORY_KIB} KiB, "
+            f"t 1-{MAX_TIME_COST}, p 1-{MAX_PARALLELISM}"
         )
+    if params.salt_len < 8 or params.hash_len < 16:
+        raise ValueError("argon2id hash too short: salt >= 8 bytes, hash >= 16 bytes")
+    return Argon2Hash(encoded, params.memory_cost, params.time_cost, params.parallelism)
+
+
+def _parse_scrypt(encoded: str) -> ScryptHash:
+    parts = encoded.split("$")
+    if len(parts) != 6:
+        raise ValueError("malformed scrypt hash: expected 'scrypt$n$r$p$salt$hash'")
     try:
         n, r, p = int(parts[1]), int(parts[2]), int(parts[3])
         salt = base64.b64decode(parts[4], validate=True)
@@ -82,7 +188,7 @@ def parse_hash(encoded: str) -> PasswordHash:
         raise ValueError(f"scrypt parameters out of range: n a power of 2 <= {_MAX_N}, r, p 1-64")
     if len(salt) < 8 or len(key) < 16:
         raise ValueError("scrypt hash too short: salt >= 8 bytes, key >= 16 bytes")
-    return PasswordHash(n, r, p, salt, key)
+    return ScryptHash(n, r, p, salt, key)
 
 
 def _derive(password: str, n: int, r: int, p: int, salt: bytes, size: int) -> bytes:
@@ -90,25 +196,40 @@ def _derive(password: str, n: int, r: int, p: int, salt: bytes, size: int) -> by
     return hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p, maxmem=maxmem, dklen=size)
 
 
-def hash_password(password: str, n: int = DEFAULT_N, r: int = DEFAULT_R, p: int = DEFAULT_P) -> str:
-    """A new salted hash of ``password`` in the format above."""
+def hash_password(
+    password: str,
+    *,
+    memory_kib: int = DEFAULT_MEMORY_KIB,
+    time_cost: int = DEFAULT_TIME_COST,
+    parallelism: int = DEFAULT_PARALLELISM,
+) -> str:
+    """A new salted argon2id hash of ``password`` (PHC string)."""
+    return _hasher(memory_kib, time_cost, parallelism).hash(password)
+
+
+def scrypt_hash(password: str, n: int = 2**14, r: int = 8, p: int = 1) -> str:
+    """A salted scrypt hash in slurp's older format (still verified; new hashes should
+    be argon2id: ``hash_password``). Tests use it with a small ``n`` for speed."""
     salt = os.urandom(SALT_BYTES)
-    key = _derive(password, n, r, p, salt, KEY_BYTES)
-    return PasswordHash(n, r, p, salt, key).encode()
+    return ScryptHash(n, r, p, salt, _derive(password, n, r, p, salt, KEY_BYTES)).encode()
 
 
 def verify_password(password: str, encoded: str | PasswordHash) -> bool:
-    """Whether ``password`` matches; constant-time comparison of the derived keys."""
+    """Whether ``password`` matches the hash (either format)."""
     parsed = parse_hash(encoded) if isinstance(encoded, str) else encoded
-    key = _derive(password, parsed.n, parsed.r, parsed.p, parsed.salt, len(parsed.key))
-    return hmac.compare_digest(key, parsed.key)
+    return parsed.verify(password)
+
+
+def needs_rehash(encoded: str | PasswordHash) -> bool:
+    """Whether the hash is not an argon2id hash with the current parameters."""
+    parsed = parse_hash(encoded) if isinstance(encoded, str) else encoded
+    return parsed.needs_rehash()
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Print the hash of a password read from the terminal (twice) or from stdin."""
+    """Print the argon2id hash of a password read from the terminal (twice) or stdin."""
     parser = argparse.ArgumentParser(prog="python -m api.passwords", description=__doc__)
     parser.add_argument("--stdin", action="store_true", help="read the password from stdin")
-    parser.add_argument("--n", type=int, default=DEFAULT_N, help="scrypt cost (power of 2)")
     args = parser.parse_args(argv)
     if args.stdin:
         password = sys.stdin.read().rstrip("\r\n")
@@ -120,10 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     if not password:
         print("empty password refused", file=sys.stderr)
         return 1
-    if args.n < 2 or args.n > _MAX_N or args.n & (args.n - 1):
-        print(f"--n must be a power of 2 between 2 and {_MAX_N}", file=sys.stderr)
-        return 1
-    print(hash_password(password, n=args.n))
+    print(hash_password(password))
     return 0
 
 

@@ -15,7 +15,9 @@ import uvicorn
 
 from api.app import create_app
 from api.config import ApiConfig
+from api.runqueue import RunQueue, attach_queue
 from contracts.publish import DEFAULT_QUEUE
+from datasources.policy import JobPolicy
 from storage.store import Store
 
 __all__ = ["ApiServer", "serve", "uvicorn_config"]
@@ -32,10 +34,15 @@ def uvicorn_config(
     redis_client: redis.Redis | None,
     queue_name: str = DEFAULT_QUEUE,
     log_level: str = "info",
+    queue: RunQueue | None = None,
+    policy: JobPolicy | None = None,
 ) -> uvicorn.Config:
     """uvicorn's configuration for the app; X-Forwarded-For is only trusted from
-    ``config.trusted_proxies`` (default: from nobody)."""
-    app = create_app(config, store, redis_client, queue_name)
+    ``config.trusted_proxies`` (default: from nobody). ``queue``: where the app sends
+    runs instead of ``redis_client`` (``api.runqueue``)."""
+    app = create_app(config, store, redis_client, queue_name, policy)
+    if queue is not None:
+        attach_queue(app, queue)
     proxies = list(config.trusted_proxies)
     return uvicorn.Config(
         app,
@@ -55,13 +62,19 @@ def serve(
     redis_client: redis.Redis | None,
     queue_name: str = DEFAULT_QUEUE,
     log_level: str = "info",
+    policy: JobPolicy | None = None,
 ) -> None:
-    """Serve the API on ``config.host:config.port`` until SIGINT/SIGTERM."""
-    uvicorn.Server(uvicorn_config(config, store, redis_client, queue_name, log_level)).run()
+    """Serve the API on ``config.host:config.port`` until SIGINT/SIGTERM; ``PUT
+    /api/jobs`` refuses what the job ``policy`` refuses."""
+    config_ = uvicorn_config(config, store, redis_client, queue_name, log_level, policy=policy)
+    uvicorn.Server(config_).run()
 
 
 class ApiServer:
-    """The API served by uvicorn in a background thread on 127.0.0.1:<free port>."""
+    """The API served by uvicorn in a background thread, on 127.0.0.1:<free port> by
+    default (tests, benches) or on ``host``:``port`` (``slurp dev``; port 0: any free
+    one). ``queue``: where runs go instead of ``redis_client`` (``api.runqueue``).
+    ``start`` raises ``OSError`` when the address is taken."""
 
     def __init__(
         self,
@@ -69,22 +82,39 @@ class ApiServer:
         store: Store,
         redis_client: redis.Redis | None = None,
         queue_name: str = DEFAULT_QUEUE,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        queue: RunQueue | None = None,
+        log_level: str = "warning",
+        policy: JobPolicy | None = None,
     ) -> None:
-        self._config = uvicorn_config(config, store, redis_client, queue_name, "warning")
+        self._config = uvicorn_config(
+            config, store, redis_client, queue_name, log_level, queue, policy
+        )
         self.app = self._config.app
         self._server = uvicorn.Server(self._config)
         self._socket: socket.socket | None = None
         self._thread: threading.Thread | None = None
-        self.port = 0
+        self.host = host
+        self.port = port
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        """The base URL a client on this host uses."""
+        host = "127.0.0.1" if self.host in ("", "0.0.0.0") else self.host
+        host = "[::1]" if host == "::" else (f"[{host}]" if ":" in host else host)
+        return f"http://{host}:{self.port}"
 
     def start(self) -> Self:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
+        try:
+            sock.bind((self.host, self.port))
+        except OSError:
+            sock.close()
+            raise
         self._socket = sock
         self.port = int(sock.getsockname()[1])
         self._thread = threading.Thread(

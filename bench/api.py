@@ -3,8 +3,10 @@ page straight from storage (``CollectionReader.find``) in this process, as a rat
 
     .venv/bin/python -m bench.api [--records 10000] [--page-size 1000] [--seconds 5]
 
-Two variants: always page 1 (skip 0: the cost of the HTTP layer itself) and pages
-cycling over the whole collection (skip grows: what a client paging through sees).
+Three variants: a 10-record page of a 100-record collection (reads fast: the HTTP,
+JSON and auth overhead is most of the cost), always page 1 (skip 0) and pages cycling over the
+whole collection (skip grows: what a client paging through sees). For each, the API
+process's CPU time per request (from /proc) is printed too.
 
 The API runs in its own process (uvicorn, one worker) so it does not share this
 process's GIL; the client is httpx with one keep-alive connection per client thread.
@@ -24,6 +26,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 
@@ -36,6 +39,8 @@ from storage.store import connect
 from storage.strategies import strategy_for
 
 COLLECTION = "bench"
+#: A collection small enough to read fast: the HTTP/JSON/auth overhead shows.
+SMALL = "bench_small"
 PASSWORD = "bench-password"
 SECRET = "bench-secret-" + "x" * 32
 
@@ -88,7 +93,7 @@ def main() -> None:
         serve(args.serve[0], args.serve[1], int(args.serve[2]), args.serve[3])
         return
 
-    from api.passwords import hash_password
+    from api.passwords import scrypt_hash
 
     mongo = None
     url = os.environ.get("SLURP_TEST_MONGO_URL")
@@ -101,20 +106,25 @@ def main() -> None:
     try:
         spec = CollectionSpec(type=CollectionType.NORMAL, name=COLLECTION)
         store_run(strategy_for(store, spec), "bench-1", records(args.records))
+        small = CollectionSpec(type=CollectionType.NORMAL, name=SMALL)
+        store_run(strategy_for(store, small), "bench-2", records(100))
         pages = max(1, args.records // args.page_size)
         port = free_port()
         command = [sys.executable, "-m", "bench.api", "--serve", url, database, str(port),
-                   hash_password(PASSWORD, n=2**10)]  # fmt: skip
+                   scrypt_hash(PASSWORD, n=2**10)]  # fmt: skip
         api = subprocess.Popen(command)
         base = f"http://127.0.0.1:{port}"
         token = _wait_and_login(base, api)
         reader = CollectionReader(store)
         local = threading.local()
 
+        page_size = [args.page_size]
+        target = [COLLECTION]
+
         def from_storage(page: int) -> None:
-            skip = (page - 1) * args.page_size
-            got = list(reader.find(COLLECTION, skip=skip, limit=args.page_size))
-            assert len(got) == args.page_size
+            skip = (page - 1) * page_size[0]
+            got = list(reader.find(target[0], skip=skip, limit=page_size[0]))
+            assert len(got) == page_size[0]
 
         def over_http(page: int) -> None:
             client = getattr(local, "client", None)
@@ -122,9 +132,9 @@ def main() -> None:
                 client = local.client = httpx.Client(
                     base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60
                 )
-            params = {"$limit": args.page_size, "$page": page}
-            response = client.get(f"/api/collections/{COLLECTION}", params=params)
-            assert response.status_code == 200 and len(response.json()) == args.page_size
+            params = {"$limit": page_size[0], "$page": page}
+            response = client.get(f"/api/collections/{target[0]}", params=params)
+            assert response.status_code == 200 and len(response.json()) == page_size[0]
 
         print(
             f"API benchmark: {args.records} records x 10 fields, pages of {args.page_size}, "
@@ -132,16 +142,25 @@ def main() -> None:
         )
         from_storage(1)  # warm-up
         over_http(1)
-        for label, cycle in (("page 1 only", 1), (f"pages 1-{pages}", pages)):
+        variants = (
+            ("10 of 100 rec", SMALL, 1, 10),
+            ("page 1 only", COLLECTION, 1, args.page_size),
+            (f"pages 1-{pages}", COLLECTION, pages, args.page_size),
+        )
+        for label, collection, cycle, size in variants:
             for threads in args.clients:
+                page_size[0], target[0] = size, collection
                 before = rate(from_storage, args.seconds, threads, cycle)
+                cpu_before, wall = _cpu_s(api.pid), time.perf_counter()
                 http = rate(over_http, args.seconds, threads, cycle)
+                requests = http * (time.perf_counter() - wall)
+                cpu_ms = (_cpu_s(api.pid) - cpu_before) / max(requests, 1) * 1000
                 after = rate(from_storage, args.seconds, threads, cycle)
                 storage = (before + after) / 2
                 print(
                     f"{label:14} {threads} client(s): storage {storage:7.1f} pages/s "
-                    f"({before:.1f} / {after:.1f})   HTTP {http:7.1f} req/s   "
-                    f"ratio HTTP/storage {http / storage:5.2f}"
+                    f"({before:.1f} / {after:.1f})   HTTP {http:7.1f} req/s, API CPU "
+                    f"{cpu_ms:5.2f} ms/req   ratio HTTP/storage {http / storage:5.2f}"
                 )
     finally:
         if api is not None:
@@ -151,6 +170,12 @@ def main() -> None:
         store.close()
         if mongo is not None:
             mongo.close()
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _wait_and_login(base: str, api: subprocess.Popen[bytes]) -> str:

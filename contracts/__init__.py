@@ -7,9 +7,23 @@ Other services depend on these models (and on the committed JSON Schemas in
 from contracts.base import SCHEMA_VERSION, Contract
 from contracts.datasources import Datasource
 from contracts.errors import ContractError, JobFileError
-from contracts.events import Event, JobFailed, JobRejected, JobStarted, JobSucceeded
+from contracts.events import (
+    Event,
+    JobCancelled,
+    JobFailed,
+    JobRejected,
+    JobStarted,
+    JobSucceeded,
+)
 from contracts.jobfile import load_jobs, parse_jobs
-from contracts.jobs import CollectionSpec, CollectionType, JobDefinition, RetryPolicy, Schedule
+from contracts.jobs import (
+    CollectionSpec,
+    CollectionType,
+    Guards,
+    JobDefinition,
+    RetryPolicy,
+    Schedule,
+)
 from contracts.messages import RunJob, scheduled_run_id
 
 __all__ = [
@@ -20,6 +34,8 @@ __all__ = [
     "ContractError",
     "Datasource",
     "Event",
+    "Guards",
+    "JobCancelled",
     "JobDefinition",
     "JobFailed",
     "JobFileError",

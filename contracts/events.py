@@ -4,14 +4,24 @@ which the execution history and the metrics are built."""
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.base import Contract, JobName, UtcDatetime, utcnow
 from contracts.messages import Trigger
 
-__all__ = ["Event", "JobAbandoned", "JobFailed", "JobRejected", "JobStarted", "JobSucceeded"]
+__all__ = [
+    "Event",
+    "GuardReport",
+    "GuardViolation",
+    "JobAbandoned",
+    "JobCancelled",
+    "JobFailed",
+    "JobRejected",
+    "JobStarted",
+    "JobSucceeded",
+]
 
 
 class _Event(Contract):
@@ -34,6 +44,12 @@ class JobStarted(_Event):
     trigger: Trigger = "manual"
     scheduled_for: UtcDatetime | None = None
     worker: str = ""
+    requested_at: UtcDatetime | None = Field(default=None, description="As in the RunJob.")
+    requested_by: str = Field(default="", max_length=200, description="As in the RunJob.")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="The RunJob's params (overrides for this run)."
+    )
+    force: bool = Field(default=False, description="As in the RunJob: guards are not checked.")
 
 
 class JobSucceeded(_Event):
@@ -45,6 +61,35 @@ class JobSucceeded(_Event):
     updated: int = Field(default=0, ge=0)
     version: int | None = Field(default=None, description="Version created (versioned types).")
     duration_s: float = Field(default=0.0, ge=0)
+    unchanged: int | None = Field(
+        default=None, ge=0, description="Records written that were stored with the same content."
+    )
+    removed: int | None = Field(
+        default=None,
+        ge=0,
+        description="Records of the previous data absent now (normal and versioned types).",
+    )
+    total: int | None = Field(default=None, ge=0, description="Records live after the commit.")
+
+
+class GuardViolation(BaseModel):
+    """One record that broke a guard: its 0-based position in the run's output."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    position: int = Field(ge=0)
+    problem: str = Field(max_length=500)
+
+
+class GuardReport(BaseModel):
+    """Which guard failed a run, with its figures (counts, limits, percentages) and
+    the first offending records."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(max_length=50, description="min_records, max_drop_pct, unique, ...")
+    figures: dict[str, bool | int | float | str | None] = Field(default_factory=dict)
+    violations: list[GuardViolation] = Field(default_factory=list, max_length=1000)
 
 
 class JobFailed(_Event):
@@ -52,6 +97,18 @@ class JobFailed(_Event):
     error_type: str
     message: str
     will_retry: bool = False
+    duration_s: float = Field(default=0.0, ge=0)
+    guard: GuardReport | None = Field(default=None, description="Set when a guard failed.")
+
+
+class JobCancelled(_Event):
+    """An operator cancelled the run: nothing of it was committed, it is not retried.
+    ``stage`` ``queued``: stopped before it started (no ``JobStarted``)."""
+
+    kind: Literal["cancelled"] = "cancelled"
+    job: JobName
+    stage: Literal["queued", "running"] = "running"
+    requested_by: str = Field(default="", max_length=200)
     duration_s: float = Field(default=0.0, ge=0)
 
 
@@ -73,6 +130,6 @@ class JobRejected(_Event):
 
 
 Event = Annotated[
-    JobStarted | JobSucceeded | JobFailed | JobAbandoned | JobRejected,
+    JobStarted | JobSucceeded | JobFailed | JobAbandoned | JobRejected | JobCancelled,
     Field(discriminator="kind"),
 ]

@@ -12,13 +12,14 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from contracts.jobs import JobDefinition
-from contracts.messages import RunJob
+from contracts.messages import RunJob, RunJobMessage
 
 __all__ = ["SCHEMAS", "SCHEMA_DIR", "render", "stale_schemas", "write_schemas"]
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 SCHEMAS: dict[str, type[BaseModel]] = {
     "run_job.schema.json": RunJob,
+    "run_job_message.schema.json": RunJobMessage,
     "job_definition.schema.json": JobDefinition,
 }
 

@@ -6,10 +6,13 @@ The worker's calls::
     runtime = Runtime.from_settings(settings, collections=CollectionReader(store))
     ctx = RunContext.for_run(job, message, attempt=attempt)
     progress = Progress(on_update=publish)           # optional
-    records = run_slurper(job, ctx, runtime, progress)
-    store_run(strategy, ctx.run_id, records)
+    session = SourceSession()                        # sources with a commit (queues)
+    records = run_slurper(job, ctx, runtime, progress, session)
+    store_run(strategy, ctx.run_id, records)          # on failure: session.abort()
+    session.commit()                                  # acknowledge what was consumed
 
-One module per datasource type (``datasources.registry`` maps ``type`` to it); user
+One module per datasource type (``datasources.registry`` maps ``type`` to it); what a
+job may reach on the host is ``datasources.policy.JobPolicy`` (``Runtime.policy``); user
 documentation: docs/datasources.md.
 """
 
@@ -19,6 +22,7 @@ from datasources.errors import (
     ConfigError,
     DatasourceError,
     FetchError,
+    NotAllowedError,
     ResponseFormatError,
     SecretMissingError,
     SlurperError,
@@ -26,10 +30,13 @@ from datasources.errors import (
     SlurperImportError,
     SlurperNotAllowedError,
     SlurperResultError,
+    SoapFaultError,
 )
+from datasources.policy import JobPolicy
 from datasources.progress import Progress, SourceCounts, SourceProgress
 from datasources.registry import build, fetch, register, types
 from datasources.runtime import Runtime
+from datasources.session import SourceSession
 from datasources.slurper import is_allowed, resolve_slurper, run_slurper
 
 __all__ = [
@@ -37,6 +44,8 @@ __all__ = [
     "DatasourceError",
     "FetchError",
     "Item",
+    "JobPolicy",
+    "NotAllowedError",
     "Progress",
     "ResponseFormatError",
     "RunContext",
@@ -47,9 +56,11 @@ __all__ = [
     "SlurperImportError",
     "SlurperNotAllowedError",
     "SlurperResultError",
+    "SoapFaultError",
     "Source",
     "SourceCounts",
     "SourceProgress",
+    "SourceSession",
     "build",
     "fetch",
     "is_allowed",

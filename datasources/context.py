@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 from contracts.jobs import JobDefinition
 from contracts.messages import RunJob, Trigger
+from datasources.cancel import CancelToken
 
 __all__ = ["RunContext"]
 
@@ -28,7 +29,11 @@ class RunContext:
     - ``scheduled_for``: the cron slot (UTC) of a scheduled run, else ``None``;
     - ``params``: the job's free-form params, with the message's params merged over them;
     - ``timezone``: the IANA timezone of the job's schedule (``UTC`` without one);
-    - ``now``: when the run started (UTC); ``attempt``: 1 for the first delivery.
+    - ``now``: when the run started (UTC); ``attempt``: 1 for the first delivery;
+    - ``collection``: the name of the collection the run stores into (sources with a
+      commit remember what they applied per collection), ``None`` outside a run;
+    - ``cancel``: the run's ``CancelToken`` (sources check it between pages and let it
+      interrupt slow requests), ``None`` where a run cannot be cancelled.
 
     Templates and date values use :attr:`run_time`: the slot for scheduled runs, else
     ``now``, in the job's timezone.
@@ -42,6 +47,8 @@ class RunContext:
     timezone: str = "UTC"
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
     attempt: int = 1
+    collection: str | None = None
+    cancel: CancelToken | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         for name in ("scheduled_for", "now"):
@@ -67,6 +74,7 @@ class RunContext:
         message: RunJob,
         now: datetime | None = None,
         attempt: int = 1,
+        cancel: CancelToken | None = None,
     ) -> RunContext:
         """The context of running ``job`` as asked by ``message``: the message's params
         are merged over the job's, the timezone is the job's schedule's."""
@@ -79,4 +87,6 @@ class RunContext:
             timezone=job.schedule.timezone if job.schedule is not None else "UTC",
             now=now or datetime.now(UTC),
             attempt=attempt,
+            collection=job.collection.name,
+            cancel=cancel,
         )

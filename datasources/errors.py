@@ -3,20 +3,27 @@
     DatasourceError                 base; ``source`` names the datasource, ``retryable`` says
      │                              whether running the job again later may succeed
      ├── FetchError                 the data could not be fetched (HTTP status, connection,
-     │                              timeout, missing file); ``retryable`` set per case
+     │   │                          timeout, missing file); ``retryable`` set per case
+     │   └── SoapFaultError         the SOAP service answered a Fault (``code``); permanent
      ├── ResponseFormatError        the data arrived but is not what the config says (not
      │                              JSON, records_path missing, bad CSV row, bad XML)
      ├── ConfigError                the datasource's config cannot work (bad template,
      │   │                          unknown type, no database for a collection source)
-     │   └── SecretMissingError     an environment variable naming a secret is unset
+     │   ├── SecretMissingError     an environment variable naming a secret is unset
+     │   └── NotAllowedError        the job reaches beyond the operator's policy
+     │                              (``datasources.policy``): a file outside the roots, a
+     │                              variable not allowed, a refused host or address
      └── SlurperError               the job's slurper cannot run or failed
-         ├── SlurperNotAllowedError its module is outside Settings.slurper_modules
+         ├── SlurperNotAllowedError its module is outside Settings.slurper_modules (also
+         │                          a NotAllowedError)
          ├── SlurperImportError     its module or function cannot be imported
          ├── SlurperFailedError     it raised an exception
          └── SlurperResultError     it returned something that is not an iterable of records
 
 Messages never contain secrets: every message built from a request or an answer of a
-source that uses secrets is passed through ``datasources.redaction.Redactor`` first.
+source that uses secrets is passed through ``datasources.redaction.Redactor`` first,
+and every message has the userinfo and credential-like query values of the URLs in it
+masked when the error is made (``contracts.masking.scrub_urls``).
 Bad *records* (not a JSON object, bad field names) are reported by storage at write
 time as ``storage.errors.BadRecordError`` naming the record's position.
 """
@@ -25,10 +32,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from contracts.masking import scrub_urls
+
 __all__ = [
     "ConfigError",
     "DatasourceError",
     "FetchError",
+    "NotAllowedError",
     "ResponseFormatError",
     "SecretMissingError",
     "SlurperError",
@@ -36,6 +46,7 @@ __all__ = [
     "SlurperImportError",
     "SlurperNotAllowedError",
     "SlurperResultError",
+    "SoapFaultError",
 ]
 
 
@@ -51,6 +62,7 @@ class DatasourceError(Exception):
     def __init__(
         self, message: str, *, source: str | None = None, retryable: bool | None = None
     ) -> None:
+        message = scrub_urls(message)
         super().__init__(message)
         self.message = message
         self.source = source
@@ -64,7 +76,7 @@ class DatasourceError(Exception):
 
     def redact(self, redact: Callable[[str], str]) -> None:
         """Replace the message by ``redact(message)`` (a ``Redactor``)."""
-        self.message = redact(self.message)
+        self.message = scrub_urls(redact(self.message))
         self.args = (self.message,)
 
     def __str__(self) -> str:
@@ -91,6 +103,17 @@ class FetchError(DatasourceError):
         self.status = status
 
 
+class SoapFaultError(FetchError):
+    """The SOAP service answered with a Fault: the call itself is refused, so running
+    it again does not help (permanent). ``code`` is the fault code (e.g. ``soap:Client``)."""
+
+    default_retryable = False
+
+    def __init__(self, message: str, *, source: str | None = None, code: str = "") -> None:
+        super().__init__(message, source=source, retryable=False)
+        self.code = code
+
+
 class ResponseFormatError(DatasourceError):
     """The data is not in the shape the config describes. Permanent."""
 
@@ -104,11 +127,18 @@ class SecretMissingError(ConfigError):
     the message, never a value)."""
 
 
+class NotAllowedError(ConfigError):
+    """The job reaches something the operator's policy does not allow (a file outside
+    ``SLURP_FILE_ROOTS``, a variable outside ``SLURP_JOB_ENV_ALLOW`` or any ``SLURP_*``,
+    a host or address the egress rules refuse). Permanent; the message names what was
+    refused and the setting that would allow it."""
+
+
 class SlurperError(DatasourceError):
     """The slurper could not run, or failed. Permanent."""
 
 
-class SlurperNotAllowedError(SlurperError):
+class SlurperNotAllowedError(SlurperError, NotAllowedError):
     """The slurper's module is not under an allowed prefix; it was not imported."""
 
 

@@ -2,7 +2,10 @@
 
 Both are read incrementally (never whole). ``path`` and ``url`` may use run-time
 templates (``data/export-${yesterday}.csv``); relative paths are relative to the
-worker's working directory; a name ending in ``.gz`` is decompressed on the fly (an
+worker's working directory. A path is opened only if, once rendered and its symlinks
+resolved, it lies below one of the policy's file roots (checked again on the file
+actually opened); a URL only reaches hosts the policy allows (``datasources.egress``).
+A name ending in ``.gz`` is decompressed on the fly (an
 HTTP ``Content-Encoding`` is decoded anyway). A URL is fetched with the retries of
 ``datasources.http`` for the *opening* request; a connection lost mid-stream fails the
 fetch (retryable). ``headers`` (templates and ``${env.NAME}`` secrets allowed) and
@@ -25,6 +28,7 @@ from datasources.auth import authenticator
 from datasources.context import RunContext
 from datasources.errors import DatasourceError, FetchError
 from datasources.http import HttpClient
+from datasources.policy import JobPolicy
 from datasources.redaction import Redactor
 from datasources.runtime import Runtime
 from datasources.templates import TemplateValues, render
@@ -76,10 +80,18 @@ class _ResponseReader(io.RawIOBase):
         return size
 
 
-def _open_local(path: Path) -> IO[bytes]:
-    if path.suffix == ".gz":
-        return cast(IO[bytes], gzip.open(path, "rb"))
-    return path.open("rb")
+def _open_local(raw: str, policy: JobPolicy) -> IO[bytes]:
+    """``raw`` opened for reading, if the policy allows the file it leads to."""
+    resolved = policy.resolve_file(raw, "path")
+    gzipped = raw.endswith(".gz")
+    # returned open: the caller closes it
+    handle = cast(IO[bytes], gzip.open(resolved, "rb") if gzipped else resolved.open("rb"))  # noqa: SIM115
+    try:
+        policy.check_opened(handle.fileno(), raw, "path")
+    except BaseException:
+        handle.close()
+        raise
+    return handle
 
 
 @contextmanager
@@ -93,9 +105,10 @@ def open_binary(
 ) -> Iterator[IO[bytes]]:
     """The source's bytes as a binary file; closed on exit."""
     if config.path is not None:
-        path = Path(render(config.path, TemplateValues(ctx), "path"))
+        rendered = render(config.path, TemplateValues(ctx), "path")
+        path = Path(rendered)
         try:
-            handle = _open_local(path)
+            handle = _open_local(rendered, runtime.policy)
         except FileNotFoundError:
             raise FetchError(f"no such file: {path}") from None
         except OSError as exc:
@@ -106,7 +119,7 @@ def open_binary(
             yield handle
         return
     assert config.url is not None
-    redactor = Redactor(runtime.environ)
+    redactor = runtime.redactor()
     url = render(config.url, TemplateValues(ctx), "url")
     secret_values = TemplateValues(ctx, redactor)
     headers = {k: render(v, secret_values, f"headers.{k}") for k, v in config.headers.items()}
@@ -117,7 +130,9 @@ def open_binary(
             timeout_s=runtime.http_timeout_s,
             backoff=runtime.backoff(),
             redactor=redactor,
+            policy=runtime.policy,
             sleep=runtime.sleep,
+            cancel=ctx.cancel,
         ) as http:
             response = http.send(
                 method, url, headers=headers, content=content, auth=auth, stream=True

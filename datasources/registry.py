@@ -28,6 +28,9 @@ _TYPES: dict[str, str | type[Source[Any]]] = {
     "jsonl": "datasources.json_source:JsonlItems",
     "xml": "datasources.xml_source:XmlItems",
     "sql": "datasources.sql:SqlItems",
+    "odbc": "datasources.odbc:OdbcItems",
+    "rabbitmq": "datasources.rabbitmq:RabbitMqItems",
+    "soap": "datasources.soap:SoapItems",
     "collection": "datasources.collection:CollectionItems",
 }
 

@@ -8,6 +8,9 @@ per ``datasources.auth``. The answer must be JSON; the items are the list at
 yielded page by page, so memory holds one page. After ``max_pages`` pages the fetch
 stops (with a warning in the log) even if the API has more.
 
+A cancelled run (``ctx.cancel``) stops between pages, and a request in flight is
+interrupted (``datasources.http``).
+
 ``timeout_s`` and ``max_retries`` given in the config win; when a config does not give
 them (null), the worker's ``SLURP_HTTP_TIMEOUT_S`` / ``SLURP_HTTP_RETRIES`` apply.
 """
@@ -42,7 +45,7 @@ class RestItems(Source[RestSource]):
     type = "rest"
 
     def open(self, ctx: RunContext, progress: SourceProgress) -> Iterator[Item]:
-        redactor = Redactor(self.runtime.environ)
+        redactor = self.runtime.redactor()
         try:
             yield from self._fetch(ctx, progress, redactor)
         except DatasourceError as exc:
@@ -65,11 +68,15 @@ class RestItems(Source[RestSource]):
             timeout_s=config.timeout_s or runtime.http_timeout_s,
             backoff=runtime.backoff(config.max_retries),
             redactor=redactor,
+            policy=runtime.policy,
             sleep=runtime.sleep,
+            cancel=ctx.cancel,
         ) as http:
             request = paginator.first()
             pages = 0
             while True:
+                if ctx.cancel is not None:
+                    ctx.cancel.check()  # between pages
                 response = http.send(
                     config.method,
                     request.url,

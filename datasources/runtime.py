@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from datasources.auth import TokenCache
 from datasources.http import Backoff
+from datasources.policy import JobPolicy
+from datasources.redaction import Redactor
 
 if TYPE_CHECKING:
     from slurp.settings import Settings
@@ -39,8 +41,10 @@ class Runtime:
     """Shared services and defaults of datasources.
 
     - ``collections``: reads other slurp collections (``collection`` sources need it);
-    - ``environ``: where secrets are read from, at fetch time (default ``os.environ``);
-    - ``slurper_modules``: module prefixes a slurper may be imported from;
+    - ``environ``: where secrets are read from, at fetch time (default ``os.environ``),
+      through ``redactor()``;
+    - ``policy``: what jobs may reach (files, variables, hosts, slurper modules); the
+      default is the safe one, ``JobPolicy()``;
     - ``http_timeout_s`` / ``http_retries``: HTTP defaults where a config sets none;
     - ``backoff_base_s``, ``backoff_max_s``, ``retry_after_max_s``: the retry waits;
     - ``token_cache``: OAuth2 tokens, reused until they expire;
@@ -49,7 +53,7 @@ class Runtime:
 
     collections: CollectionReader | None = None
     environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
-    slurper_modules: Sequence[str] = ("examples",)
+    policy: JobPolicy = field(default_factory=JobPolicy)
     http_timeout_s: float = 30.0
     http_retries: int = 3
     backoff_base_s: float = DEFAULT_BACKOFF_BASE_S
@@ -65,10 +69,14 @@ class Runtime:
         """The runtime of a worker configured by ``settings``."""
         return cls(
             collections=collections,
-            slurper_modules=tuple(settings.slurper_modules),
+            policy=JobPolicy.from_settings(settings),
             http_timeout_s=settings.http_timeout_s,
             http_retries=settings.http_retries,
         )
+
+    def redactor(self) -> Redactor:
+        """A new redactor reading ``environ`` as the policy allows (one per fetch)."""
+        return Redactor(self.environ, self.policy.check_env)
 
     def backoff(self, retries: int | None = None) -> Backoff:
         """The retry schedule, with ``retries`` (default ``http_retries``)."""

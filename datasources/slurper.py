@@ -10,10 +10,17 @@ iterator, to be handed to ``storage.runs.store_run``:
   ``function(ctx, data_map)`` is called; it may return a list or any iterable (a
   generator streams its records to storage as it yields them).
 
-The slurper runs code, so its module must lie under one of
-``Runtime.slurper_modules`` (``Settings.slurper_modules``), compared by whole dotted
-components: ``examples`` allows ``examples.slurpers`` but not ``examples2``. Anything
-else is refused with ``SlurperNotAllowedError`` *before* it is imported.
+Sources with a commit (queues) are ended through a ``datasources.session.SourceSession``
+passed as ``session``: the caller commits it after storing the records, or aborts it.
+Without one, the sources are aborted when the records' iterator ends (a look that
+consumes nothing).
+
+Before anything is fetched, the job is checked against ``Runtime.policy``
+(``JobPolicy.require``: files, variables, hosts, slurper). The slurper runs code, so
+its module must lie under one of the policy's ``slurper_modules``
+(``Settings.slurper_modules``), compared by whole dotted components: ``examples``
+allows ``examples.slurpers`` but not ``examples2``. Anything else is refused with
+``SlurperNotAllowedError`` *before* it is imported.
 
 Records are not checked here: storage checks and converts each one when it is written
 (``storage.records.normalise``: a JSON object with storable field names) and fails the
@@ -36,19 +43,16 @@ from datasources.errors import (
     SlurperNotAllowedError,
     SlurperResultError,
 )
+from datasources.policy import is_allowed, slurper_refusal
 from datasources.progress import Progress
 from datasources.registry import build, fetch
 from datasources.runtime import Runtime
+from datasources.session import SourceSession
 
 __all__ = ["DataMap", "SlurperFunction", "is_allowed", "resolve_slurper", "run_slurper"]
 
 DataMap = dict[str, list[Item]]
 SlurperFunction = Callable[[RunContext, DataMap], Iterable[object]]
-
-
-def is_allowed(module: str, prefixes: Sequence[str]) -> bool:
-    """Whether ``module`` is one of ``prefixes`` or lies below one (whole components)."""
-    return any(module == p or module.startswith(p + ".") for p in prefixes if p)
 
 
 def resolve_slurper(spec: str, allowed: Sequence[str]) -> SlurperFunction:
@@ -57,12 +61,8 @@ def resolve_slurper(spec: str, allowed: Sequence[str]) -> SlurperFunction:
     module_name, sep, function_name = spec.partition(":")
     if not sep or not module_name or not function_name:
         raise SlurperImportError(f"slurper {spec!r} is not 'module:function'")
-    if not is_allowed(module_name, allowed):
-        shown = ", ".join(repr(p) for p in allowed) or "none"
-        raise SlurperNotAllowedError(
-            f"slurper {spec!r} refused: module {module_name!r} is not under an allowed "
-            f"prefix ({shown}); add its package to SLURP_SLURPER_MODULES to allow it"
-        )
+    if refusal := slurper_refusal(spec, allowed):
+        raise SlurperNotAllowedError(f"slurper {refusal}")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -84,21 +84,43 @@ def run_slurper(
     ctx: RunContext,
     runtime: Runtime,
     progress: Progress | None = None,
+    session: SourceSession | None = None,
 ) -> Generator[object, None, None]:
     """The records of one run of ``job`` (lazy: fetching starts on first ``next``).
 
-    Configuration problems (unknown type, slurper refused or not importable) raise here,
-    at once; fetching problems raise ``DatasourceError`` while iterating; the slurper's
-    own exceptions raise ``SlurperFailedError`` (the original is ``__cause__``).
+    Configuration problems (the policy refuses the job, unknown type, slurper not
+    importable) raise here, at once; fetching problems raise ``DatasourceError`` while
+    iterating; the slurper's own exceptions raise ``SlurperFailedError`` (the original
+    is ``__cause__``). Every source built joins ``session`` (see the module docstring).
     """
+    runtime.policy.require(job)
     progress = progress if progress is not None else Progress()
     sources = [build(config, runtime) for config in job.datasources]
     if job.slurper is None:
         if len(sources) != 1:
             raise SlurperImportError("a job without a slurper has exactly one datasource")
-        return fetch(sources[0], ctx, progress)
-    function = resolve_slurper(job.slurper, runtime.slurper_modules)
-    return _slurp(job.slurper, function, sources, ctx, progress)
+        records = fetch(sources[0], ctx, progress)
+    else:
+        function = resolve_slurper(job.slurper, runtime.policy.slurper_modules)
+        records = _slurp(job.slurper, function, sources, ctx, progress)
+    if session is None:
+        return _aborted_at_end(records, sources)
+    for source in sources:
+        session.add(source)
+    return records
+
+
+def _aborted_at_end(
+    records: Generator[object, None, None], sources: list[Source[Any]]
+) -> Generator[object, None, None]:
+    session = SourceSession()
+    for source in sources:
+        session.add(source)
+    try:
+        yield from records
+    finally:
+        records.close()
+        session.abort()
 
 
 def _slurp(

@@ -18,11 +18,29 @@ app = typer.Typer(
     name="slurp",
     help="Scheduled data ingestion: jobs, workers, ticker and collections.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
 _out = Console(soft_wrap=True)
 _err = Console(stderr=True, soft_wrap=True)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        _out.print(f"slurp {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_print_version, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Scheduled data ingestion: jobs, workers, ticker and collections."""
 
 
 @app.command()
@@ -35,12 +53,19 @@ def version() -> None:
 def validate(
     file: Annotated[Path, typer.Argument(help="Job file (YAML or JSON) to check.")],
 ) -> None:
-    """Check a job file; print every problem (file:line, job, field) and exit 1 if any."""
+    """Check a job file; print every problem (file:line, job, field) and exit 1 if any.
+    Jobs are also checked against the job policy of the SLURP_* settings (file roots,
+    allowed variables, hosts, slurper modules)."""
     from contracts.errors import JobFileError
     from contracts.jobfile import load_jobs
+    from datasources.policy import JobPolicy
+    from slurp.commands.common import settings_or_exit
 
     try:
         jobs = load_jobs(file)
+        problems = JobPolicy.from_settings(settings_or_exit()).problem_lines(jobs, str(file))
+        if problems:
+            raise JobFileError(str(file), problems)
     except JobFileError as exc:
         for problem in exc.problems:
             _err.print(problem, markup=False, highlight=False)

@@ -2,6 +2,11 @@
 (MongoDB wire protocol) server. Used by the test suite, the benchmarks and the
 embedded default. SecantusDB is started as a separate program (``secantusd-py``),
 never imported, so production code paths do not depend on it.
+
+``RedisServer`` can also require a password, speak only TLS (``TlsFiles``: a
+certificate, its key and the CA that signed it) and replicate another server;
+``SentinelServer`` is ``redis-server --sentinel`` watching a master. Together they
+build the production shapes (TLS, Sentinel failover) on loopback for the tests.
 """
 
 from __future__ import annotations
@@ -13,11 +18,21 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
+from urllib.parse import quote
 
-__all__ = ["LocalServer", "RedisServer", "SecantusServer", "ServerStartError", "free_port"]
+__all__ = [
+    "LocalServer",
+    "RedisServer",
+    "SecantusServer",
+    "SentinelServer",
+    "ServerStartError",
+    "TlsFiles",
+    "free_port",
+]
 
 #: How long a server may take to accept connections after it was started.
 DEFAULT_START_TIMEOUT_S = 30.0
@@ -138,17 +153,44 @@ class LocalServer:
         self.close()
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files of a TLS endpoint: its certificate, the certificate's key, and the CA
+    certificate peers are verified against."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+
 class RedisServer(LocalServer):
     """``redis-server`` on loopback; ``persistent`` keeps data across restarts (AOF,
-    fsync on every write, as production should run it)."""
+    fsync on every write, as production should run it).
+
+    ``password``: clients must AUTH (``requirepass``). ``tls``: the port speaks TLS
+    only (``rediss://``); ``tls_client_certs`` also requires client certificates
+    signed by ``tls.ca``. ``replica_of``: replicate the server on that port (with the
+    same password and TLS settings).
+    """
 
     program = "redis-server"
 
     def __init__(
-        self, port: int | None = None, workdir: Path | None = None, persistent: bool = False
+        self,
+        port: int | None = None,
+        workdir: Path | None = None,
+        persistent: bool = False,
+        password: str | None = None,
+        tls: TlsFiles | None = None,
+        tls_client_certs: bool = False,
+        replica_of: int | None = None,
     ) -> None:
         super().__init__(port, workdir)
         self.persistent = persistent
+        self.password = password
+        self.tls = tls
+        self.tls_client_certs = tls_client_certs
+        self.replica_of = replica_of
 
     def command(self) -> list[str]:
         aof = (
@@ -156,14 +198,86 @@ class RedisServer(LocalServer):
             if self.persistent
             else ["--appendonly", "no"]
         )
+        ports = ["--port", str(self.port)]
+        if self.tls is not None:
+            ports = [
+                "--port", "0", "--tls-port", str(self.port),
+                "--tls-cert-file", str(self.tls.cert), "--tls-key-file", str(self.tls.key),
+                "--tls-ca-cert-file", str(self.tls.ca), "--tls-replication", "yes",
+                "--tls-auth-clients", "yes" if self.tls_client_certs else "no",
+            ]  # fmt: skip
+        auth = (
+            ["--requirepass", self.password, "--masterauth", self.password] if self.password else []
+        )
+        replica = ["--replicaof", "127.0.0.1", str(self.replica_of)] if self.replica_of else []
         return [
-            "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-            "--save", "", *aof, "--dir", str(self.workdir),
+            "redis-server", *ports, "--bind", "127.0.0.1",
+            "--save", "", *aof, "--dir", str(self.workdir), *auth, *replica,
         ]  # fmt: skip
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        if self.tls is None:
+            return f"redis://{auth}127.0.0.1:{self.port}/0"
+        return f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_ca_certs={quote(str(self.tls.ca))}"
+
+
+class SentinelServer(LocalServer):
+    """``redis-server --sentinel`` on loopback watching the master ``master_port`` as
+    service ``service``. It declares the master down after ``down_after_ms`` without
+    an answer and fails over to a replica (``quorum`` sentinels must agree)."""
+
+    program = "redis-server"
+
+    def __init__(
+        self,
+        master_port: int,
+        service: str = "slurp",
+        port: int | None = None,
+        workdir: Path | None = None,
+        quorum: int = 1,
+        down_after_ms: int = 1000,
+        password: str | None = None,
+        tls: TlsFiles | None = None,
+    ) -> None:
+        super().__init__(port, workdir)
+        self.master_port = master_port
+        self.service = service
+        self.quorum = quorum
+        self.down_after_ms = down_after_ms
+        self.password = password
+        self.tls = tls
+        self.config_path = self.workdir / "sentinel.conf"
+
+    def command(self) -> list[str]:
+        lines = [
+            "bind 127.0.0.1",
+            f"dir {self.workdir}",
+            f"sentinel monitor {self.service} 127.0.0.1 {self.master_port} {self.quorum}",
+            f"sentinel down-after-milliseconds {self.service} {self.down_after_ms}",
+            f"sentinel failover-timeout {self.service} {max(3 * self.down_after_ms, 3000)}",
+            f"sentinel parallel-syncs {self.service} 1",
+        ]
+        if self.tls is None:
+            lines.insert(0, f"port {self.port}")
+        else:
+            lines[:0] = [
+                "port 0", f"tls-port {self.port}", f"tls-cert-file {self.tls.cert}",
+                f"tls-key-file {self.tls.key}", f"tls-ca-cert-file {self.tls.ca}",
+                "tls-replication yes", "tls-auth-clients no",
+            ]  # fmt: skip
+        if self.password:
+            lines.append(f"sentinel auth-pass {self.service} {self.password}")
+        # Sentinel rewrites its configuration file (the state it learnt): a fresh one
+        # at every start.
+        self.config_path.write_text("\n".join(lines) + "\n")
+        return ["redis-server", str(self.config_path), "--sentinel"]
+
+    @property
+    def url(self) -> str:
+        scheme = "rediss" if self.tls is not None else "redis"
+        return f"{scheme}://127.0.0.1:{self.port}/0"
 
 
 class SecantusServer(LocalServer):

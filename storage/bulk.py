@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
@@ -15,6 +15,7 @@ from storage.store import Doc
 
 __all__ = [
     "BATCH_SIZE",
+    "Upserts",
     "batched",
     "copy_collection",
     "insert_ignoring_duplicates",
@@ -65,22 +66,46 @@ def insert_ignoring_duplicates(target: Collection[Doc], docs: list[Any]) -> list
     return []
 
 
-def upsert_by_id(target: Collection[Doc], docs: list[Doc]) -> tuple[int, int]:
-    """Replace-or-insert each doc by ``_id`` (ids unique within ``docs``).
+class Upserts(NamedTuple):
+    """What ``upsert_by_id`` did: new ids, replaced documents whose content changed,
+    and replaced documents that were already identical (the server reports those as
+    matched but not modified: it compares the stored document with the replacement)."""
 
-    Every doc is first inserted (cheap, and a duplicate ``_id`` costs only a rejected
-    write); the ones whose ``_id`` existed are then replaced. Idempotent. Returns
-    ``(inserted, updated)``.
+    inserted: int
+    updated: int
+    unchanged: int
+
+
+def upsert_by_id(
+    target: Collection[Doc], docs: list[Doc], expect_existing: bool = False
+) -> Upserts:
+    """Replace-or-insert each doc by ``_id`` (ids unique within ``docs``). Idempotent.
+
+    ``expect_existing`` (the target holds data, so most keys likely exist): one bulk
+    of upserting replaces, one round trip. Otherwise every doc is first inserted
+    (cheaper than an upsert where most are new; a duplicate ``_id`` costs only a
+    rejected write) and the ones whose ``_id`` existed are then replaced.
     """
     if not docs:
-        return 0, 0
-    existing = insert_ignoring_duplicates(target, docs)
-    if existing:
-        target.bulk_write(
-            [ReplaceOne({"_id": docs[i]["_id"]}, docs[i], upsert=True) for i in existing],
-            ordered=False,
+        return Upserts(0, 0, 0)
+    if expect_existing:
+        result = target.bulk_write(
+            [ReplaceOne({"_id": doc["_id"]}, doc, upsert=True) for doc in docs], ordered=False
         )
-    return len(docs) - len(existing), len(existing)
+        return Upserts(
+            result.upserted_count,
+            result.modified_count,
+            result.matched_count - result.modified_count,
+        )
+    existing = insert_ignoring_duplicates(target, docs)
+    if not existing:
+        return Upserts(len(docs), 0, 0)
+    result = target.bulk_write(
+        [ReplaceOne({"_id": docs[i]["_id"]}, docs[i], upsert=True) for i in existing],
+        ordered=False,
+    )
+    replaced = len(existing) - result.upserted_count  # an id deleted in between: inserted
+    return Upserts(len(docs) - replaced, result.modified_count, replaced - result.modified_count)
 
 
 def run_chunks(run_id: str) -> Doc:

@@ -9,9 +9,11 @@ atomicity), so readers see the old data or the new data, never a mix::
      seq: 0,                                    # accumulative: last committed run number
      records: 1234,                             # records in the live data
      last_version: 7,
-     versions: [{n, physical, run_id, created_at, records}],
+     versions: [{n, physical, run_id, created_at, records,
+                 pinned?, restored_from?, restored_by?}],  # a restored version shares
+                                                # its physical with the one it restores
      runs: [{run_id, physical, state, started_at}],   # staging of runs in progress
-     retired: [{physical, at}],                 # old live data, dropped after a grace
+     retired: [{physical, at, records}],        # old live data, dropped after a grace
      committed: [run_id, ...]}                  # the last COMMITTED_KEPT committed runs
 """
 
@@ -29,7 +31,15 @@ from contracts.jobs import CollectionSpec, CollectionType
 from storage.errors import CollectionNotFoundError, CollectionTypeMismatch
 from storage.store import Doc, Store
 
-__all__ = ["COMMITTED_KEPT", "Catalog", "CatalogEntry", "StagedRun", "VersionInfo"]
+__all__ = [
+    "COMMITTED_KEPT",
+    "Catalog",
+    "CatalogEntry",
+    "StagedRun",
+    "VersionInfo",
+    "prune_versions",
+    "retired_doc",
+]
 
 #: How many committed run ids a collection remembers (to refuse running one twice).
 COMMITTED_KEPT = 200
@@ -37,26 +47,56 @@ COMMITTED_KEPT = 200
 
 @dataclass(frozen=True)
 class VersionInfo:
-    """One version of a versioned collection."""
+    """One version of a versioned collection. ``pinned``: kept whatever
+    ``keep_versions`` says; ``restored_from``: the version it is a restore of (then
+    ``run_id`` is ``restore:<id>`` and ``restored_by`` who asked)."""
 
     number: int
     physical: str
     run_id: str
     created_at: datetime
     records: int
+    pinned: bool = False
+    restored_from: int | None = None
+    restored_by: str = ""
 
     def to_doc(self) -> Doc:
-        return {
+        doc: Doc = {
             "n": self.number,
             "physical": self.physical,
             "run_id": self.run_id,
             "created_at": self.created_at,
             "records": self.records,
         }
+        if self.pinned:
+            doc["pinned"] = True
+        if self.restored_from is not None:
+            doc["restored_from"] = self.restored_from
+            doc["restored_by"] = self.restored_by
+        return doc
 
     @classmethod
     def from_doc(cls, doc: Doc) -> VersionInfo:
-        return cls(doc["n"], doc["physical"], doc["run_id"], doc["created_at"], doc["records"])
+        return cls(
+            doc["n"],
+            doc["physical"],
+            doc["run_id"],
+            doc["created_at"],
+            doc["records"],
+            bool(doc.get("pinned", False)),
+            doc.get("restored_from"),
+            doc.get("restored_by", ""),
+        )
+
+
+def prune_versions(versions: list[Doc], below: int) -> tuple[list[Doc], list[str]]:
+    """Versions kept when those numbered below ``below`` go (pinned ones stay), and
+    the physical collections to retire: those no kept version uses any more (a
+    restored version shares its physical collection with the version it restores)."""
+    kept = [v for v in versions if v["n"] >= below or v.get("pinned")]
+    used = {v["physical"] for v in kept}
+    retire = list(dict.fromkeys(v["physical"] for v in versions if v["physical"] not in used))
+    return kept, retire
 
 
 @dataclass(frozen=True)
@@ -83,6 +123,8 @@ class CatalogEntry:
     runs: tuple[StagedRun, ...]
     retired: tuple[tuple[str, datetime], ...]
     committed: tuple[str, ...] = ()
+    #: Records of each ``retired`` collection when it was retired (None: not noted).
+    retired_records: tuple[int | None, ...] = ()
 
     @classmethod
     def from_doc(cls, doc: Doc) -> CatalogEntry:
@@ -101,6 +143,7 @@ class CatalogEntry:
                 for r in doc.get("runs", [])
             ),
             retired=tuple((r["physical"], r["at"]) for r in doc.get("retired", [])),
+            retired_records=tuple(r.get("records") for r in doc.get("retired", [])),
             committed=tuple(doc.get("committed", [])),
         )
 
@@ -227,19 +270,21 @@ class Catalog:
             return False
         now = utcnow()
         retire = [entry["live"]] if entry.get("live") else []
+        counts = {entry["live"]: entry.get("records", 0)} if entry.get("live") else {}
         keep = entry.get("versions", [])
         if version is not None:
             keep = [*keep, version.to_doc()]
             retire = []  # the previous live data stays as a version
         if prune_below is not None:
-            retire += [v["physical"] for v in keep if v["n"] < prune_below]
-            keep = [v for v in keep if v["n"] >= prune_below]
+            counts.update((v["physical"], v["records"]) for v in keep)
+            keep, pruned = prune_versions(keep, prune_below)
+            retire += pruned
         run_id = next(r["run_id"] for r in entry["runs"] if r["physical"] == staging)
         update: Doc = {
             "$set": {"live": staging, "records": records, "versions": keep},
             "$pull": {"runs": {"physical": staging}},
             "$push": {
-                "retired": {"$each": [{"physical": p, "at": now} for p in retire]},
+                "retired": {"$each": [retired_doc(p, now, counts.get(p)) for p in retire]},
                 "committed": _committed(run_id),
             },
         }
@@ -295,6 +340,11 @@ class Catalog:
 
     def raw(self, name: str) -> dict[str, Any] | None:
         return self.docs.find_one({"_id": name})
+
+
+def retired_doc(physical: str, at: datetime, records: int | None) -> Doc:
+    """An entry of ``retired``: dropped once ``at`` is older than the retire grace."""
+    return {"physical": physical, "at": at, "records": records}
 
 
 def _committed(run_id: str) -> Doc:

@@ -2,13 +2,15 @@
 
     StorageError
      ├── BadRecordError           a record cannot be stored (the run fails, nothing is written)
+     ├── GuardFailed              a job's guard refused the run's output (nothing is written)
      ├── CollectionTypeMismatch   the collection exists with another type or key
      ├── CommitConflictError      another run changed the collection since this one began
      ├── RunAlreadyCommitted      this run id was committed before (it must not apply twice)
      ├── CollectionNotFoundError  no collection of that name
      ├── VersionNotFoundError     no such version of a versioned collection
      ├── JobNotFoundError         no job of that name in the registry
-     └── InvalidJobRecordError    a stored job document no longer validates
+     ├── InvalidJobRecordError    a stored job document no longer validates
+     └── UserExistsError          an API user of that name exists already
 
 Errors of the database driver (``pymongo.errors.PyMongoError``) pass through
 unchanged: they are transient (the server is unreachable) far more often than not.
@@ -21,10 +23,12 @@ __all__ = [
     "CollectionNotFoundError",
     "CollectionTypeMismatch",
     "CommitConflictError",
+    "GuardFailed",
     "InvalidJobRecordError",
     "JobNotFoundError",
     "RunAlreadyCommitted",
     "StorageError",
+    "UserExistsError",
     "VersionNotFoundError",
 ]
 
@@ -43,6 +47,28 @@ class BadRecordError(StorageError, ValueError):
         self.position = position
         self.problem = problem
         super().__init__(f"record at position {position}: {problem}")
+
+
+class GuardFailed(StorageError):
+    """A guard of the job (``contracts.jobs.Guards``) refused the run's output before
+    the commit. Permanent unless the job's ``guards.retry`` says otherwise.
+
+    ``guard`` names it (``min_records``, ``unique``, ...); ``figures`` are the numbers
+    it compared; ``violations`` the first offending records as (position, problem).
+    """
+
+    def __init__(
+        self,
+        guard: str,
+        problem: str,
+        figures: dict[str, bool | int | float | str | None] | None = None,
+        violations: list[tuple[int, str]] | None = None,
+    ) -> None:
+        self.guard = guard
+        self.problem = problem
+        self.figures = dict(figures or {})
+        self.violations = list(violations or [])
+        super().__init__(f"guard {guard} failed: {problem}")
 
 
 class CollectionTypeMismatch(StorageError):
@@ -78,3 +104,7 @@ class InvalidJobRecordError(StorageError, ValueError):
         self.name = name
         self.problem = problem
         super().__init__(f"stored job {name!r} is invalid: {problem}")
+
+
+class UserExistsError(StorageError, ValueError):
+    """An API user of that name is in the database already."""

@@ -8,28 +8,30 @@ updated; retention removes whole old events only.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 
 from pydantic import TypeAdapter
 from pymongo import ASCENDING
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError
 
 from contracts.events import Event
-from storage.store import DURABLE, Doc, Store
+from storage.store import Doc, Store
 
 __all__ = ["EVENTS_COLLECTION", "EventLog"]
 
 EVENTS_COLLECTION = "slurp_events"
 _EVENT: TypeAdapter[Event] = TypeAdapter(Event)
+_DUPLICATE_KEY = 11000
 
 
 class EventLog:
     """Append and read run events."""
 
     def __init__(self, store: Store) -> None:
-        # The source of truth: an acknowledged event is in the journal.
-        self.docs = store.db.get_collection(EVENTS_COLLECTION, write_concern=DURABLE)
+        # The source of truth: an acknowledged event is in the journal of a majority of
+        # the replica set, so no failover rolls it back (Store.durable).
+        self.docs = store.durable(EVENTS_COLLECTION)
 
     def ensure_indexes(self) -> None:
         self.docs.create_index([("run_id", ASCENDING), ("at", ASCENDING)])
@@ -37,12 +39,23 @@ class EventLog:
 
     def append(self, event: Event) -> bool:
         """Store ``event``; False if it was stored already (same ``event_id``)."""
-        doc: Doc = {"_id": event.event_id, **event.model_dump(exclude={"event_id"})}
+        return self.append_many([event])[0]
+
+    def append_many(self, events: Sequence[Event]) -> list[bool]:
+        """Store ``events`` in one round trip; for each, False if it was stored already
+        (same ``event_id``). Raises on any other failure."""
+        docs: list[Doc] = [
+            {"_id": event.event_id, **event.model_dump(exclude={"event_id"})} for event in events
+        ]
         try:
-            self.docs.insert_one(doc)
-        except DuplicateKeyError:
-            return False
-        return True
+            self.docs.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(error.get("code") != _DUPLICATE_KEY for error in errors):
+                raise
+            stored = {int(error["index"]) for error in errors}
+            return [index not in stored for index in range(len(docs))]
+        return [True] * len(docs)
 
     def for_run(self, run_id: str) -> list[Event]:
         return [self._decode(doc) for doc in self.docs.find({"run_id": run_id}, sort=[("at", 1)])]

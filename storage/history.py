@@ -1,33 +1,37 @@
 """The execution history: one document per run in ``slurp_history``, a projection of
 the event log.
 
-``apply(event)`` folds one event into its run's document. It is idempotent (applying
-an event twice changes nothing) and order-independent (a success applied before its
-start gives the same document), because every field is written either by a
-commutative operator (``$min``/``$max``/``$setOnInsert``), by a ``$set`` that only
-one event of a run writes (the per-attempt log), or by a conditional update that
-only a later lifecycle step may win. The step order of an event is
-``(attempt * 100 + delivery) * 10 + rank`` with rank started=1 < abandoned=2 <
-failed-will-retry=3 < final (succeeded, failed, rejected)=4: a redelivered start of
-an abandoned attempt, a retry, and an attempt's own late end each supersede what
-came before. ``rebuild`` recomputes the whole history from the event log.
+``apply_many(events)`` folds events into their runs' documents, with one update per
+run addressed by ``_id`` alone (an aggregation-pipeline update, upserting: its cost
+does not grow with the history). It is idempotent (applying an event twice changes
+nothing) and order-independent (a success applied before its start gives the same
+document), because every field is written either commutatively (``$min``/``$max``/
+``$ifNull``), by a ``$set`` that only one event of a run writes (the per-attempt
+log), or under a ``$cond`` that only a later lifecycle step wins. The step order of an
+event is ``(attempt * 100 + delivery) * 10 + rank`` with rank started=1 < abandoned=2 <
+failed-will-retry=3 < final (succeeded, failed, rejected, cancelled)=4: a redelivered
+start of an abandoned attempt, a retry, and an attempt's own late end each supersede
+what came before. ``rebuild`` recomputes the whole history from the event log.
 
 Document::
 
-    {_id: run_id, job, trigger, scheduled_for, status, attempts, first_at,
+    {_id: run_id, job, trigger, scheduled_for, requested_at, requested_by, params,
+     status, attempts, first_at, force,
      started_at, finished_at, duration_s, records_read, records_written,
-     inserted, updated, version, error: {type, message} | null, order,
+     inserted, updated, unchanged, removed, total, version,
+     error: {type, message, guard?: {name, figures, violations}} | null, order,
      attempt_log: {"<attempt>:<delivery>": {attempt, delivery, started_at, worker,
                    ended_at, outcome, will_retry, error, abandoned_at}}}
 
-``status``: running | retrying | succeeded | failed | rejected | abandoned.
+``status``: running | retrying | succeeded | failed | rejected | abandoned | cancelled.
 ``attempt_log`` has one entry per start of an attempt (``delivery`` > 1: the message
-came back after its worker died); ``outcome`` (succeeded | failed | rejected) is set
-by the attempt's end, ``abandoned_at`` when it was found without a live worker.
+came back after its worker died); ``outcome`` (succeeded | failed | rejected |
+cancelled) is set by the attempt's end, ``abandoned_at`` when it was found without a live worker.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -39,6 +43,7 @@ from contracts.base import utcnow
 from contracts.events import (
     Event,
     JobAbandoned,
+    JobCancelled,
     JobFailed,
     JobRejected,
     JobStarted,
@@ -102,13 +107,45 @@ def _attempt_fields(event: Event) -> Doc:
         fields[f"{prefix}.ended_at"] = event.at
         fields[f"{prefix}.outcome"] = "failed"
         fields[f"{prefix}.will_retry"] = event.will_retry
-        fields[f"{prefix}.error"] = {"type": event.error_type, "message": event.message}
+        fields[f"{prefix}.error"] = _error(event)
+    elif isinstance(event, JobCancelled):
+        fields[f"{prefix}.ended_at"] = event.at
+        fields[f"{prefix}.outcome"] = "cancelled"
+        fields[f"{prefix}.error"] = _cancel_error(event)
     else:
         assert isinstance(event, JobRejected)
         fields[f"{prefix}.ended_at"] = event.at
         fields[f"{prefix}.outcome"] = "rejected"
         fields[f"{prefix}.error"] = {"type": "rejected", "message": event.reason}
     return fields
+
+
+def _stage(event: Event) -> Doc:
+    """The pipeline stage folding ``event`` into its run's document.
+
+    Commutative fields use ``$min``/``$max``/``$ifNull``; the attempt log's fields of
+    this event are written as they are; the lifecycle fields (``order``, ``status``,
+    ...) only if the event is a later step than the one recorded (every ``$cond`` of
+    one stage sees the document as it was before the stage)."""
+    order = step_order(event)
+    later: Doc = {"$lt": [{"$ifNull": ["$order", -1]}, order]}
+    fields: Doc = {
+        "job": {"$ifNull": ["$job", {"$literal": event.job}]},
+        "attempts": {"$max": ["$attempts", event.attempt]},
+        "first_at": {"$min": ["$first_at", {"$literal": event.at}]},
+    }
+    fields.update((path, {"$literal": value}) for path, value in _attempt_fields(event).items())
+    if isinstance(event, JobStarted):
+        fields["started_at"] = {"$min": ["$started_at", {"$literal": event.at}]}
+        fields["trigger"] = {"$literal": event.trigger}
+        fields["scheduled_for"] = {"$literal": event.scheduled_for}
+        fields["requested_at"] = {"$literal": event.requested_at}
+        fields["requested_by"] = {"$literal": event.requested_by}
+        fields["params"] = {"$literal": event.params}
+        fields["force"] = {"$literal": event.force}
+    for name, value in {"order": order, **_status_fields(event)}.items():
+        fields[name] = {"$cond": [later, {"$literal": value}, f"${name}"]}
+    return {"$set": fields}
 
 
 def _status_fields(event: Event) -> Doc:
@@ -135,6 +172,9 @@ def _status_fields(event: Event) -> Doc:
             "records_written": event.records_written,
             "inserted": event.inserted,
             "updated": event.updated,
+            "unchanged": event.unchanged,
+            "removed": event.removed,
+            "total": event.total,
             "version": event.version,
             "error": None,
         }
@@ -143,7 +183,14 @@ def _status_fields(event: Event) -> Doc:
             "status": "retrying" if event.will_retry else "failed",
             "finished_at": None if event.will_retry else event.at,
             "duration_s": event.duration_s,
-            "error": {"type": event.error_type, "message": event.message},
+            "error": _error(event),
+        }
+    if isinstance(event, JobCancelled):
+        return {
+            "status": "cancelled",
+            "finished_at": event.at,
+            "duration_s": event.duration_s,
+            "error": _cancel_error(event),
         }
     assert isinstance(event, JobRejected)
     return {
@@ -151,6 +198,21 @@ def _status_fields(event: Event) -> Doc:
         "finished_at": event.at,
         "error": {"type": "rejected", "message": event.reason},
     }
+
+
+def _error(event: JobFailed) -> Doc:
+    """The ``error`` of a failed attempt; with ``guard`` (name, figures, violations)
+    when a guard failed it."""
+    error: Doc = {"type": event.error_type, "message": event.message}
+    if event.guard is not None:
+        error["guard"] = event.guard.model_dump(mode="json")
+    return error
+
+
+def _cancel_error(event: JobCancelled) -> Doc:
+    who = f" by {event.requested_by}" if event.requested_by else ""
+    when = "before it started" if event.stage == "queued" else "while it ran; nothing was committed"
+    return {"type": "cancelled", "message": f"cancelled{who} {when}"}
 
 
 @dataclass(frozen=True)
@@ -173,25 +235,20 @@ class History:
 
     def apply(self, event: Event) -> None:
         """Fold ``event`` into its run's document (idempotent, order-independent)."""
-        first: Doc = {
-            "$setOnInsert": {"job": event.job},
-            "$max": {"attempts": event.attempt},
-            "$min": {"first_at": event.at},
-        }
-        first["$set"] = _attempt_fields(event)
-        if isinstance(event, JobStarted):
-            first["$min"]["started_at"] = event.at
-            first["$set"].update(trigger=event.trigger, scheduled_for=event.scheduled_for)
-        try:
-            self.docs.update_one({"_id": event.run_id}, first, upsert=True)
-        except DuplicateKeyError:  # two first events of one run raced; retry as update
-            self.docs.update_one({"_id": event.run_id}, first)
-        order = step_order(event)
-        # ``$not $gte`` also matches a missing order; one predicate beside ``_id``.
-        self.docs.update_one(
-            {"_id": event.run_id, "order": {"$not": {"$gte": order}}},
-            {"$set": {"order": order, **_status_fields(event)}},
-        )
+        self.apply_many([event])
+
+    def apply_many(self, events: Sequence[Event]) -> None:
+        """Fold ``events`` into their runs' documents: one update (an aggregation
+        pipeline, one ``$set`` stage per event, upserting) per run, addressed by
+        ``_id`` alone, so its cost does not grow with the history."""
+        by_run: dict[str, list[Doc]] = {}
+        for event in events:
+            by_run.setdefault(event.run_id, []).append(_stage(event))
+        for run_id, stages in by_run.items():
+            try:
+                self.docs.update_one({"_id": run_id}, stages, upsert=True)
+            except DuplicateKeyError:  # two first events of one run raced; retry as update
+                self.docs.update_one({"_id": run_id}, stages)
 
     def stranded(self, started_before: datetime, limit: int = 1000) -> list[Doc]:
         """Runs still ``running`` that started before ``started_before``."""

@@ -3,6 +3,11 @@
 A read resolves the catalog once, then reads one physical collection, so it sees one
 consistent state. Results never contain ``_id`` unless ``with_id=True`` (for the
 upserted types ``_id`` is the record's key).
+
+``max_time_ms``: the server-side time limit (MongoDB's ``maxTimeMS``) of every query on
+records (``find``, cumulative over the cursor's batches, and ``count``); past it the
+server stops the query and pymongo raises ``ExecutionTimeout``. None: no limit.
+Catalog reads are single-document lookups by ``_id`` and are not limited.
 """
 
 from __future__ import annotations
@@ -22,9 +27,10 @@ __all__ = ["CollectionReader"]
 class CollectionReader:
     """Read-only access to user collections."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, max_time_ms: int | None = None) -> None:
         self.store = store
         self.catalog = Catalog(store)
+        self.max_time_ms = max_time_ms
 
     def names(self) -> list[str]:
         return self.catalog.names()
@@ -55,6 +61,8 @@ class CollectionReader:
         cursor = self.store.physical(physical).find(
             query, projection, skip=skip, limit=limit, sort=[("_id", 1)]
         )
+        if self.max_time_ms is not None:
+            cursor = cursor.max_time_ms(self.max_time_ms)
         return iter(cursor)
 
     def count(
@@ -63,7 +71,10 @@ class CollectionReader:
         physical, query = self._source(name, version, where)
         if physical is None:
             return 0
-        return self.store.physical(physical).count_documents(query)
+        options: dict[str, Any] = {}
+        if self.max_time_ms is not None:
+            options["maxTimeMS"] = self.max_time_ms
+        return self.store.physical(physical).count_documents(query, **options)
 
     def _source(
         self, name: str, version: int | None, where: Mapping[str, Any] | None

@@ -59,12 +59,13 @@ def key_of(record: Mapping[str, Any], path: str, position: int) -> str | int | f
         if not isinstance(value, Mapping) or part not in value:
             raise BadRecordError(position, f"upsert key {path!r} is missing")
         value = value[part]
-    if isinstance(value, bool) or not isinstance(value, str | int | float) or value is None:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise BadRecordError(
             position,
             f"upsert key {path!r} must be a string or a number, got {type(value).__name__}",
         )
-    return value
+    key: str | int | float = value
+    return key
 
 
 def _field(key: object, position: int, parent: str) -> str:

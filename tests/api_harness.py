@@ -11,9 +11,10 @@ import httpx
 import redis
 
 from api.config import ApiConfig, UserSpec
-from api.passwords import hash_password
+from api.passwords import scrypt_hash
 from api.server import ApiServer
 from contracts.jobs import CollectionSpec, CollectionType
+from datasources.policy import JobPolicy
 from storage.runs import store_run
 from storage.store import Store, connect
 from storage.strategies import strategy_for
@@ -35,7 +36,7 @@ def users() -> tuple[UserSpec, ...]:
         UserSpec.model_validate(
             {
                 "username": name,
-                "password_hash": hash_password(PASSWORDS[name], n=FAST_N),
+                "password_hash": scrypt_hash(PASSWORDS[name], n=FAST_N),
                 "role": role,
                 "collections": collections,
             }
@@ -55,10 +56,12 @@ def running_api(
     store: Store,
     redis_client: redis.Redis | None = None,
     queue_name: str = "slurp",
+    policy: JobPolicy | None = None,
     **config: Any,
 ) -> Iterator[ApiServer]:
-    """The API on a real uvicorn server on 127.0.0.1:<free port>."""
-    with ApiServer(make_config(**config), store, redis_client, queue_name) as server:
+    """The API on a real uvicorn server on 127.0.0.1:<free port>; ``PUT /api/jobs``
+    applies ``policy`` if given."""
+    with ApiServer(make_config(**config), store, redis_client, queue_name, policy=policy) as server:
         yield server
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +23,8 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from contracts.jobs import JobDefinition
-from datasources import Progress, RunContext, Runtime, run_slurper
+from datasources import JobPolicy, Progress, RunContext, Runtime, run_slurper
+from datasources.policy import LOOPBACK_NETWORKS
 
 __all__ = ["HttpServer", "Reply", "Request", "fast_runtime", "make_job", "records_of"]
 
@@ -184,10 +186,26 @@ def records_of(
     return list(run_slurper(job, ctx, runtime, progress))
 
 
+#: ``fast_runtime`` keyword arguments that configure its ``JobPolicy``.
+POLICY_OPTIONS = ("file_roots", "env_allow", "http_allow_hosts", "http_allow_private",
+                  "slurper_modules")  # fmt: skip
+
+
 def fast_runtime(**overrides: Any) -> Runtime:
-    """A runtime whose retries wait milliseconds (tests stay fast)."""
+    """A runtime whose retries wait milliseconds (tests stay fast).
+
+    Its policy grants, explicitly, what the datasource tests need: HTTP to loopback
+    (the servers here), files in the temporary folder (``tmp_path``), and the variables
+    of the test's own ``environ``. Pass ``policy=`` or any of ``POLICY_OPTIONS`` to
+    change that."""
     options: dict[str, Any] = {"backoff_base_s": 0.01, "backoff_max_s": 0.05, "environ": {}}
+    policy: dict[str, Any] = {k: overrides.pop(k) for k in POLICY_OPTIONS if k in overrides}
     options.update(overrides)
+    if "policy" not in options:
+        policy.setdefault("file_roots", (tempfile.gettempdir(),))
+        policy.setdefault("env_allow", tuple(options["environ"]))
+        policy.setdefault("http_allow_hosts", ("*", *LOOPBACK_NETWORKS))
+        options["policy"] = JobPolicy(**policy)
     return Runtime(**options)
 
 

@@ -148,7 +148,9 @@ def test_unknown_collection_is_404(admin: httpx.Client) -> None:
 def test_versions(admin: httpx.Client) -> None:
     versions = get(admin, "/api/collections/snap/versions")
     assert [(v["number"], v["records"]) for v in versions] == [(2, 20), (3, 30)]
-    assert set(versions[0]) == {"number", "run_id", "created_at", "records"}
+    assert set(versions[0]) == {
+        "number", "run_id", "created_at", "records", "pinned", "restored_from", "restored_by",
+    }  # fmt: skip
     assert [r["i"] for r in get(admin, "/api/collections/snap/versions/2")] == list(range(20))
     assert get(admin, "/api/collections/snap") == get(admin, "/api/collections/snap/versions/3")
     page = get(admin, "/api/collections/snap/versions/2", **{"$limit": 5, "$with_meta": "true"})

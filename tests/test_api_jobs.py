@@ -65,6 +65,7 @@ def test_put_get_list_delete(admin: httpx.Client) -> None:
     assert (job["name"], job["paused"], job["last_slot"]) == ("users", False, None)
     assert job["definition"]["collection"] == {
         "type": "normal", "name": "users", "upsert_key": None, "keep_versions": None,
+        "change_stats": True,
     }  # fmt: skip
     assert admin.get("/api/jobs/users").json() == job
     same = admin.put("/api/jobs/users", json=definition())
@@ -94,22 +95,22 @@ def test_put_get_list_delete(admin: httpx.Client) -> None:
          "must not start with 'slurp'"),
     ],
 )  # fmt: skip
-def test_invalid_definitions_are_422_with_field_errors(
+def test_invalid_definitions_are_400_with_field_errors(
     admin: httpx.Client, body: dict[str, Any], loc: list[str], message: str
 ) -> None:
     response = admin.put("/api/jobs/users", json=body)
-    assert response.status_code == 422, response.text
+    assert response.status_code == 400, response.text
     errors = response.json()["detail"]
     assert any(e["loc"] == loc and message in e["msg"] for e in errors), errors
     assert all(set(e) == {"loc", "msg", "type"} for e in errors)
     assert admin.get("/api/jobs/users").status_code == 404  # nothing was stored
 
 
-def test_malformed_json_is_422(admin: httpx.Client) -> None:
+def test_malformed_json_is_400(admin: httpx.Client) -> None:
     response = admin.put(
         "/api/jobs/users", content=b"{not json", headers={"Content-Type": "application/json"}
     )
-    assert response.status_code == 422
+    assert response.status_code == 400
 
 
 def test_pause_and_resume(admin: httpx.Client) -> None:
@@ -146,7 +147,7 @@ def test_run_now_publishes_a_run_job(
     assert first.requested_by == "api:admin"
     assert RunJob.model_validate(messages[1]["args"][0]).params == {"day": 1}
     bad = admin.post("/api/jobs/users/runs", json={"run_id": ""})
-    assert bad.status_code == 422
+    assert bad.status_code == 400
 
 
 def test_run_now_without_or_with_a_dead_redis_is_503(store: Store) -> None:
@@ -188,7 +189,7 @@ def test_run_history(store: Store, admin: httpx.Client) -> None:
     assert [r["run_id"] for r in runs] == ["bad-2", "ok-1"]
     failed, ok = runs
     assert failed["status"] == "failed"
-    assert failed["error"] == {"type": "HTTPError", "message": "503"}
+    assert failed["error"] == {"type": "HTTPError", "message": "503", "guard": None}
     assert (ok["status"], ok["records_written"], ok["duration_s"], ok["trigger"]) == (
         "succeeded", 9, 3.0, "api",
     )  # fmt: skip

@@ -39,9 +39,11 @@ def cli(mongo_url: str, mongo_db_name: str, tmp_path: Path):  # type: ignore[no-
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURP_")}
     env.update(SLURP_MONGO_URL=mongo_url, SLURP_MONGO_DB=mongo_db_name, SLURP_LOG_LEVEL="WARNING")
 
-    def run(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(
+        *args: str, ok: bool = True, extra_env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
-            [sys.executable, "-m", "slurp", *args], env=env, cwd=tmp_path,
+            [sys.executable, "-m", "slurp", *args], env={**env, **(extra_env or {})}, cwd=tmp_path,
             capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert (proc.returncode == 0) == ok, proc.stdout + proc.stderr
@@ -132,3 +134,35 @@ def test_a_failed_in_process_run_ends_failed_not_retrying(cli, tmp_path: Path) -
     docs = json.loads(cli("history", "flaky", "--json").stdout)
     assert [d["status"] for d in docs] == ["failed", "failed"]
     assert all(d["finished_at"] for d in docs)
+
+
+def test_cli_conventions(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """--version; history readable when piped (whole values, no truncation) and its
+    --json without internal fields; `data JOB` points to the job's collection;
+    `versions` of a non-versioned collection says so; `run` with Redis down: one line."""
+    import re
+
+    from slurp import __version__
+
+    assert cli("--version").stdout.strip() == f"slurp {__version__}"
+    cli("jobs", "apply", "jobs.yaml")
+    cli("run", "users")
+    piped = cli("history").stdout.splitlines()  # stdout is a pipe here
+    assert piped[0].split("\t")[:4] == ["run", "job", "trigger", "status"]
+    run_id = piped[1].split("\t")[0]
+    assert re.fullmatch(r"[0-9a-f-]{36}", run_id), piped  # whole, not cut at 80 columns
+    (doc,) = json.loads(cli("history", "users", "--json").stdout)
+    assert doc["run_id"] == run_id and "_id" not in doc and "order" not in doc
+    assert doc["attempt_log"]["1:1"]["outcome"] == "succeeded"
+    (tmp_path / "renamed.yaml").write_text(
+        "jobs:\n  - name: people\n    datasources: [{name: a, type: inline, records: [{x: 1}]}]\n"
+        "    collection: {type: normal, name: persons}\n"
+    )
+    cli("jobs", "apply", "renamed.yaml")
+    hint = cli("data", "people", ok=False).stderr
+    assert "'people' is a job: its records are in collection 'persons'" in hint
+    not_versioned = cli("versions", "users", ok=False).stderr
+    assert "type 'upserted', which keeps no versions" in not_versioned
+    down = cli("run", "users", ok=False, extra_env={"SLURP_REDIS_URL": "redis://127.0.0.1:1/0"})
+    assert down.stderr.startswith("error: cannot queue the run: Redis at redis://127.0.0.1:1")
+    assert len(down.stderr.strip().splitlines()) == 1, down.stderr

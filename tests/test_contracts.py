@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
 from contracts import CollectionType, JobDefinition, JobFailed, JobStarted, RunJob
-from contracts.schema import SCHEMAS, render, stale_schemas
+from contracts.messages import MAX_MESSAGE_BYTES, MAX_MESSAGE_DEPTH, RunJobMessage
+from contracts.schema import SCHEMA_DIR, SCHEMAS, render, stale_schemas
 
 
 def job(**overrides: Any) -> dict[str, Any]:
@@ -173,3 +175,76 @@ def test_committed_json_schemas_match_the_models() -> None:
     for model in SCHEMAS.values():
         schema = json.loads(render(model))
         assert schema["additionalProperties"] is False
+
+
+def _validator(filename: str) -> Any:
+    from jsonschema import Draft202012Validator
+
+    schema = json.loads((SCHEMA_DIR / filename).read_text(encoding="utf-8"))
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+
+
+def _documented_message() -> dict[str, Any]:
+    """The example message of docs/wire-format.md (its first JSON block)."""
+    text = (Path(__file__).parent.parent / "docs" / "wire-format.md").read_text(encoding="utf-8")
+    block = text.split("```json\n", 1)[1].split("```", 1)[0]
+    message: dict[str, Any] = json.loads(block)
+    return message
+
+
+def test_run_job_schema_states_the_workers_rules() -> None:
+    validator = _validator("run_job.schema.json")
+    documented = _documented_message()["args"][0]
+    assert not list(validator.iter_errors(documented))
+    RunJob.model_validate(documented)  # the model agrees
+    slot = "2026-03-02T04:00:00Z"
+    for good in [{"job": "users"}, {"job": "users", "trigger": "schedule", "scheduled_for": slot},
+                 json.loads(RunJob.for_slot("users", datetime(2026, 3, 2, tzinfo=UTC))
+                            .model_dump_json())]:  # fmt: skip
+        assert not list(validator.iter_errors(good)), good
+        RunJob.model_validate(good)
+    for bad in [
+        {"job": "users", "trigger": "schedule"},  # a schedule trigger without its slot
+        {"job": "users", "trigger": "schedule", "scheduled_for": None},
+        {"job": "users", "colour": "red"},  # no extra fields
+        {"job": "bad name!"},
+        {"job": "users", "trigger": "cron"},
+        {"job": "users", "run_id": ""},
+        {"trigger": "api"},
+    ]:
+        assert list(validator.iter_errors(bad)), bad
+        with pytest.raises(ValidationError):
+            RunJob.model_validate(bad)
+
+
+def test_envelope_schema_validates_the_documented_and_published_messages() -> None:
+    from contracts.publish import ACTOR_NAME, ScheduledRunEncoder, encode_run_job
+    from workers.decoding import DEFAULT_MAX_DEPTH, DEFAULT_MAX_MESSAGE_BYTES
+
+    assert (MAX_MESSAGE_BYTES, MAX_MESSAGE_DEPTH) == (DEFAULT_MAX_MESSAGE_BYTES,
+                                                      DEFAULT_MAX_DEPTH)  # fmt: skip
+    assert ACTOR_NAME == "run_job"
+    assert SCHEMAS["run_job_message.schema.json"] is RunJobMessage
+    validator = _validator("run_job_message.schema.json")
+    documented = _documented_message()
+    assert not list(validator.iter_errors(documented))
+    RunJobMessage.model_validate(documented)
+    published = [
+        json.loads(encode_run_job(RunJob(job="users", requested_by="svc")).data),
+        json.loads(ScheduledRunEncoder().encode("users", datetime(2026, 3, 2, tzinfo=UTC)).data),
+    ]
+    for message in published:
+        assert not list(validator.iter_errors(message)), message
+    schedule_without_slot = {**documented, "args": [{"job": "users", "trigger": "schedule"}]}
+    for bad in [
+        schedule_without_slot,
+        {**documented, "args": []},
+        {**documented, "args": [documented["args"][0], documented["args"][0]]},
+        {**documented, "kwargs": {"x": 1}},
+        {**documented, "actor_name": "other"},
+        {**documented, "priority": 1},  # an unknown envelope field
+        {**documented, "message_timestamp": "now"},
+        {k: v for k, v in documented.items() if k != "message_id"},
+    ]:
+        assert list(validator.iter_errors(bad)), bad

@@ -205,6 +205,7 @@ def test_missing_secret_names_the_variable_only(server: HttpServer) -> None:
         "url": server.url("/api"),
         "auth": {"type": "bearer", "token_env": "NOT_SET_ANYWHERE"},
     }
+    runtime = fast_runtime(env_allow=["NOT_SET_ANYWHERE"])  # allowed, but not set
     with pytest.raises(SecretMissingError, match="environment variable NOT_SET_ANYWHERE"):
-        records_of(make_job([source]))
+        records_of(make_job([source]), runtime)
     assert server.seen("/api") == []

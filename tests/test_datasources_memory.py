@@ -21,7 +21,7 @@ import json, resource, sys
 import ijson  # noqa: F401 - imported before measuring, like every module used
 import datasources.csv_source, datasources.json_source, datasources.xml_source
 from contracts.jobs import JobDefinition
-from datasources import RunContext, Runtime, run_slurper
+from datasources import JobPolicy, RunContext, Runtime, run_slurper
 
 job = JobDefinition.model_validate(
     {"name": "big", "datasources": [json.loads(sys.argv[1])],
@@ -30,7 +30,9 @@ job = JobDefinition.model_validate(
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 count = 0
 last = None
-for record in run_slurper(job, RunContext(job="big", run_id="r"), Runtime(environ={})):
+folder = json.loads(sys.argv[1])["path"].rpartition("/")[0]
+runtime = Runtime(environ={}, policy=JobPolicy(file_roots=[folder]))
+for record in run_slurper(job, RunContext(job="big", run_id="r"), runtime):
     count += 1
     last = record
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -12,7 +12,15 @@ from pydantic import ValidationError
 
 from contracts.datasources import Pagination
 from contracts.jobs import JobDefinition
-from datasources import ConfigError, Progress, RunContext, Runtime, SecretMissingError
+from datasources import (
+    ConfigError,
+    JobPolicy,
+    NotAllowedError,
+    Progress,
+    RunContext,
+    Runtime,
+    SecretMissingError,
+)
 from datasources.http import retry_after_s
 from datasources.pagination import PageAnswer, Paginator
 from datasources.progress import SourceCounts
@@ -73,12 +81,17 @@ def test_template_errors(template: str, expected: str) -> None:
 
 
 def test_env_template_is_a_masked_secret() -> None:
-    redactor = Redactor({"TOKEN": "abc-secret-1"})
+    redactor = Redactor({"TOKEN": "abc-secret-1"}, JobPolicy(env_allow=["TOKEN"]).check_env)
     values = TemplateValues(ZURICH, redactor)
     assert render("Bearer ${env.TOKEN}", values, "headers.Authorization") == "Bearer abc-secret-1"
     assert redactor("sent abc-secret-1 and abc-secret-1") == "sent *** and ***"
-    with pytest.raises(SecretMissingError, match=r"headers\.X: environment variable UNSET"):
+    with pytest.raises(NotAllowedError, match=r"headers\.X: environment variable UNSET is not"):
         render("${env.UNSET}", values, "headers.X")
+    with pytest.raises(NotAllowedError, match="SLURP_"):
+        render("${env.SLURP_MONGO_URL}", values, "headers.X")
+    unset = TemplateValues(ZURICH, Redactor({}, JobPolicy(env_allow=["UNSET"]).check_env))
+    with pytest.raises(SecretMissingError, match=r"headers\.X: environment variable UNSET"):
+        render("${env.UNSET}", unset, "headers.X")
 
 
 def test_manual_runs_use_the_start_time() -> None:
@@ -164,8 +177,8 @@ def test_progress_throttles_and_survives_a_failing_callback() -> None:
         ({"type": "xml", "path": "a.xml", "record_path": "a/b", "method": "POST"},
          "'method' and 'body' apply to a 'url' only"),
         ({"type": "xml", "url": "http://x", "record_path": "a//b"}, "String should match"),
-        ({"type": "sql", "url": "mysql://x/db", "query": "SELECT 1"},
-         "url must start with postgresql:// or sqlite:///"),
+        ({"type": "sql", "url": "db2://x/db", "query": "SELECT 1"},
+         "url must start with one of postgresql://"),
     ],
 )  # fmt: skip
 def test_config_rules(source: dict[str, Any], expected: str) -> None:
@@ -189,7 +202,7 @@ def test_runtime_from_settings() -> None:
         }
     )
     runtime = Runtime.from_settings(settings)
-    assert runtime.slurper_modules == ("examples", "acme.jobs")
+    assert runtime.policy.slurper_modules == ("examples", "acme.jobs")
     assert runtime.http_timeout_s == 7.0
     assert runtime.backoff().retries == 1 and runtime.backoff(4).retries == 4
     assert runtime.collections is None

@@ -240,17 +240,18 @@ def test_bad_stored_definitions_are_logged_and_skipped(
     env: Env, store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
     for name in ("good", "corrupt", "never"):
-        env.registry.put(make_job(name, "0 0 30 2 *" if name == "never" else "* * * * *"))
-    store.db[JOBS_COLLECTION].update_one(
-        {"_id": "corrupt"}, {"$set": {"definition.schedule.cron": "every minute"}}
-    )
+        env.registry.put(make_job(name, "* * * * *"))
+    for name, cron in (("corrupt", "every minute"), ("never", "0 0 30 2 *")):
+        store.db[JOBS_COLLECTION].update_one(  # written past validation
+            {"_id": name}, {"$set": {"definition.schedule.cron": cron}}
+        )
     ticker = env.ticker()
     with caplog.at_level(logging.ERROR, logger="ticker.service"):
         runs = ticker.tick(at(2))
     assert [(r.job, r.scheduled_for) for r in runs] == [("good", at(1)), ("good", at(2))]
     assert "not scheduling job 'corrupt'" in caplog.text
     assert "not scheduling job 'never'" in caplog.text
-    assert ticker.stats.invalid_jobs == 1
+    assert ticker.stats.invalid_jobs == 2  # 'never' no longer validates either
     assert ticker.job_names == ["good"]
 
 

@@ -123,7 +123,7 @@ def test_removed_and_replaced_entries_leave_no_live_heap_items() -> None:
 def test_a_schedule_that_never_fires_is_refused() -> None:
     agenda = Agenda()
     with pytest.raises(ScheduleError, match="no slot"):
-        agenda.add("never", sched("0 0 30 2 *"), T0)
+        agenda.add("never", Schedule.model_construct(cron="0 0 30 2 *", timezone="UTC"), T0)
     assert "never" not in agenda and agenda.next_due() is None
 
 

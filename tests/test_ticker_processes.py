@@ -283,17 +283,17 @@ def test_metrics_of_a_ticker_after_known_emissions(
 
     def after_emissions() -> dict[tuple[str, tuple[tuple[str, str], ...]], float] | None:
         samples = scrape()
-        done = samples.get(("slurp_ticker_emitted_total", (("job", job),))) == 5
+        done = samples.get(("slurp_ticker_emitted_total", (("slurp_job", job),))) == 5
         return samples if done else None
 
     samples = wait_for(after_emissions, 30, "the five emissions in /metrics")
     assert client.llen(f"dramatiq:{queue}") == 5
-    assert samples[("slurp_ticker_emitted_total", (("job", job),))] == 5
+    assert samples[("slurp_ticker_emitted_total", (("slurp_job", job),))] == 5
     assert samples[("slurp_ticker_lag_seconds_count", ())] == 5
     assert samples[("slurp_ticker_lag_seconds_bucket", (("le", "+Inf"),))] == 5
     assert samples[("slurp_ticker_lag_seconds_bucket", (("le", "0.05"),))] == 0  # all late
     next_year = datetime(2027, 1, 5, 10, 0, tzinfo=UTC).timestamp()
-    assert samples[("slurp_ticker_next_fire_timestamp_seconds", (("job", job),))] == next_year
+    assert samples[("slurp_ticker_next_fire_timestamp_seconds", (("slurp_job", job),))] == next_year
     assert samples[("slurp_ticker_jobs_scheduled", ())] == 1  # not the paused nor the manual
     assert samples[("slurp_ticker_claims_lost_total", ())] == 0
     assert samples[("slurp_ticker_errors_total", ())] == 0

@@ -108,10 +108,11 @@ def test_published_run_is_executed_and_recorded(
             text = httpx.get(url, timeout=5).text
         except httpx.HTTPError:
             return None
-        return text if 'slurp_runs_total{job="users",status="succeeded"} 2.0' in text else None
+        done = 'slurp_runs_total{slurp_job="users",status="succeeded"} 2.0'
+        return text if done in text else None
 
     text = wait_for(scraped, 30, "metrics")
-    assert 'slurp_records_written_total{collection_type="upserted",job="users"} 4.0' in text
+    assert 'slurp_records_written_total{collection_type="upserted",slurp_job="users"} 4.0' in text
     assert "slurp_last_success_timestamp_seconds" in text
     assert "dramatiq_messages_total" in text
 

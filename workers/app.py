@@ -19,23 +19,24 @@ from collections.abc import Callable
 from typing import Any
 
 import dramatiq
-import redis
 from dramatiq.middleware import CurrentMessage, Middleware
 from pydantic import TypeAdapter, ValidationError
 
 from contracts.events import Event
 from contracts.publish import ACTOR_NAME
 from datasources.runtime import Runtime
+from slurp.redisconn import redis_client
 from slurp.settings import Settings, load_settings
 from storage.history import History
+from storage.jobs import JobRegistry
 from storage.reader import CollectionReader
 from storage.store import Store, connect
 from workers.consumer import TotalRedisBroker
 from workers.coordination import RedisCoordination
 from workers.decoding import MALFORMED_KEY, MessageDecoder
 from workers.errors import RunFailed
-from workers.events import EVENT_ACTOR, EventSink, QueueSink, events_queue
-from workers.metrics import RunMetrics
+from workers.events import EVENT_ACTOR, EventSink, InlineSink, QueueSink, events_queue
+from workers.metrics import KnownJobs, RunMetrics
 from workers.reaper import REAP_INTERVAL_S, Reaper
 from workers.recorder import EventRecorder
 from workers.runner import LEASE_BUSY_DELAY_MS, Runner
@@ -91,6 +92,10 @@ class RunnerMiddleware(Middleware):
         self._stop_reaper.set()
 
     def _reap(self, interval_s: float) -> None:
+        try:  # built at boot, not at the first event: run counters start at 0 (metrics)
+            self.recorder()
+        except Exception:
+            logger.exception("the event recorder could not be built yet")
         try:
             runner = self.runner()
         except Exception:  # no database yet: the runs will build it and report
@@ -100,10 +105,15 @@ class RunnerMiddleware(Middleware):
         reaper.run_every(interval_s, self._stop_reaper)
 
     def runner(self) -> Runner:
+        if self._runner is not None:
+            return self._runner
+        # Events are recorded right in this process; through the event queue only
+        # when that fails (MongoDB briefly down).
+        recorder = self.recorder()
         with self._lock:
             if self._runner is None:
-                sink = QueueSink(self.broker_(), self.settings.queue_name)
-                self._runner = self.make_runner(sink)
+                queue = QueueSink(self.broker_(), self.settings.queue_name)
+                self._runner = self.make_runner(InlineSink(recorder, queue))
             return self._runner
 
     def recorder(self) -> EventRecorder:
@@ -129,8 +139,11 @@ def _store(settings: Settings) -> Store:
 
 
 def build_recorder(settings: Settings) -> EventRecorder:
-    metrics = RunMetrics() if os.environ.get("PROMETHEUS_MULTIPROC_DIR") else None
-    recorder = EventRecorder(_store(settings), metrics)
+    store = _store(settings)
+    metrics = None
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # every known job's counters start at 0
+        metrics = RunMetrics(known_jobs=KnownJobs(JobRegistry(store).revisions))
+    recorder = EventRecorder(store, metrics)
     recorder.ensure_indexes()
     return recorder
 
@@ -140,7 +153,7 @@ def build_runner(settings: Settings, events: EventSink) -> Runner:
         raise RuntimeError("workers need SLURP_REDIS_URL")
     store = _store(settings)
     runtime = Runtime.from_settings(settings, collections=CollectionReader(store))
-    coordination = RedisCoordination(redis.Redis.from_url(settings.redis_url))
+    coordination = RedisCoordination(redis_client(settings.redis_url))
     name = f"{socket.gethostname()}:{os.getpid()}"
     return Runner(settings, store, coordination, events, runtime, name)
 
@@ -157,7 +170,7 @@ def setup(settings: Settings | None = None) -> TotalRedisBroker:
     if settings.redis_url is None:
         raise RuntimeError("SLURP_REDIS_URL is required to run workers")
     broker = TotalRedisBroker(  # type: ignore[no-untyped-call]
-        url=settings.redis_url,
+        client=redis_client(settings.redis_url),  # TLS, Sentinel: slurp.redisconn
         # dramatiq's default of 60 s plus rare maintenance took ~475 s to redeliver a
         # killed worker's message here (DESIGN.md §5).
         heartbeat_timeout=int(settings.worker_heartbeat_timeout_s * 1000),

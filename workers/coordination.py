@@ -4,7 +4,15 @@
 marked done, takes the job lease, and counts the start of the attempt. Because the
 "done" check and the lease are one step, however many copies of a message arrive at
 once, the slurper runs at most once per attempt (a copy admitted after the first
-finished finds the run marked done; the marker is set before the lease is released).
+finished finds the run marked done; the marker is set in the same step that releases
+the lease, ``Lease.mark_done``).
+
+Cancelling: ``request_cancel`` marks a run cancelled unless it is done or committing;
+``admit`` refuses a run marked cancelled (a queued run is skipped), a running run
+sees the mark through ``cancel_requested`` (at batch boundaries and from a watcher
+thread), and ``begin_commit`` is the last gate: in one atomic step it refuses a
+cancelled run or marks it committing, after which ``request_cancel`` is refused. So
+a commit either completes or never starts, whatever the timing.
 
 ``RedisCoordination`` is the real thing, shared by every worker on every host.
 ``LocalCoordination`` does the same inside one process (``slurp dev`` and manual
@@ -23,26 +31,67 @@ from typing import Literal, Protocol
 
 import redis
 
-from workers.lease import JobLease, lease_key, run_of_token
+from workers.lease import JobLease, done_key, lease_key, run_of_token
 
-__all__ = ["Admission", "Coordination", "Lease", "LocalCoordination", "RedisCoordination"]
+__all__ = [
+    "Admission",
+    "CancelAnswer",
+    "Coordination",
+    "Lease",
+    "LocalCoordination",
+    "RedisCoordination",
+    "cancel_key",
+]
 
-#: Lifetime of the per-run markers in Redis (success, start counts).
+#: Lifetime of the per-run markers in Redis (success, start counts, cancel requests).
 MARKER_TTL_S = 30 * 86_400
+#: Lifetime of a run's "committing" marker if its worker dies before removing it.
+COMMITTING_TTL_S = 3600
 
-#: KEYS: done marker, lease, start counter. ARGV: token, lease ttl (ms), marker ttl (s).
-#: Returns {2, 0} done, {0, 0} lease busy, {1, starts} admitted.
+#: What ``request_cancel`` did: ``requested`` (the run stops or is skipped), or refused
+#: because the run is ``committing`` (it completes) or ``done`` (it succeeded).
+CancelAnswer = Literal["requested", "committing", "done"]
+
+#: KEYS: done marker, lease, start counter, cancel marker. ARGV: token, lease ttl (ms),
+#: marker ttl (s). Returns {2, 0} done, {3, 0} cancelled, {0, 0} lease busy,
+#: {1, starts} admitted.
 _ADMIT = """
 if redis.call('exists', KEYS[1]) == 1 then return {2, 0} end
+if redis.call('exists', KEYS[4]) == 1 then return {3, 0} end
 if not redis.call('set', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {0, 0} end
 local starts = redis.call('incr', KEYS[3])
 redis.call('expire', KEYS[3], ARGV[3])
 return {1, starts}
 """
+#: KEYS: cancel marker, committing marker, done marker. ARGV: who, marker ttl (s).
+_REQUEST_CANCEL = """
+if redis.call('exists', KEYS[3]) == 1 then return 'done' end
+if redis.call('exists', KEYS[2]) == 1 then return 'committing' end
+redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 'requested'
+"""
+#: KEYS: cancel marker, committing marker. ARGV: committing ttl (s). 1: may commit.
+_BEGIN_COMMIT = """
+if redis.call('exists', KEYS[1]) == 1 then return 0 end
+redis.call('set', KEYS[2], '1', 'EX', ARGV[1])
+return 1
+"""
+
+
+def cancel_key(run_id: str) -> str:
+    """The Redis key marking ``run_id`` cancelled (its value: who asked)."""
+    return f"slurp:cancel:{run_id}"
+
+
+def _committing_key(run_id: str) -> str:
+    return f"slurp:committing:{run_id}"
 
 
 class Lease(Protocol):
     def held(self) -> bool: ...
+    def mark_done(self) -> None:
+        """The run succeeded: mark it done, at the latest atomically with the release."""
+
     def __enter__(self) -> Lease: ...
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -53,20 +102,32 @@ class Lease(Protocol):
 class Admission:
     """The answer of ``admit``: ``admitted`` (``lease`` is held, ``starts`` counts the
     starts of this attempt, more than 1 when its worker died before), ``done`` (the
-    run already succeeded) or ``busy`` (another run holds the job)."""
+    run already succeeded), ``cancelled`` (an operator cancelled it) or ``busy``
+    (another run holds the job)."""
 
-    status: Literal["admitted", "done", "busy"]
+    status: Literal["admitted", "done", "cancelled", "busy"]
     lease: Lease | None = None
     starts: int = 0
 
 
 class Coordination(Protocol):
     def admit(self, job: str, run_id: str, attempt: int, holder: str, ttl_s: float) -> Admission:
-        """Atomically: refuse a run marked done; else take ``job``'s lease for the run
-        and count a start of ``attempt``."""
+        """Atomically: refuse a run marked done or cancelled; else take ``job``'s lease
+        for the run and count a start of ``attempt``."""
 
-    def mark_done(self, run_id: str) -> None:
-        """Mark ``run_id`` done; call it while holding the lease."""
+    def request_cancel(self, run_id: str, by: str) -> CancelAnswer:
+        """Mark ``run_id`` cancelled (``by``: who asks), unless it is committing or done."""
+
+    def cancel_requested(self, run_id: str) -> str | None:
+        """Who cancelled ``run_id`` ('' if unknown); None if nobody did."""
+
+    def begin_commit(self, run_id: str) -> bool:
+        """Atomically: False if ``run_id`` was cancelled; else mark it committing (a
+        cancel is refused from now on) and return True."""
+
+    def end_commit(self, run_id: str) -> None:
+        """The commit of ``run_id`` is over (done or failed): it may be cancelled again
+        if it is retried."""
 
     def lease_run(self, job: str) -> str | None:
         """The run id holding ``job``'s lease right now (None: nobody)."""
@@ -78,22 +139,43 @@ class RedisCoordination:
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
         self._admit = client.register_script(_ADMIT)
+        self._request_cancel = client.register_script(_REQUEST_CANCEL)
+        self._begin_commit = client.register_script(_BEGIN_COMMIT)
 
     def admit(self, job: str, run_id: str, attempt: int, holder: str, ttl_s: float) -> Admission:
         lease = JobLease(self.client, job, holder, ttl_s, run_id=run_id)
-        keys = [f"slurp:done:{run_id}", lease.key, f"slurp:starts:{run_id}:{attempt}"]
+        keys = [lease.done_key, lease.key, f"slurp:starts:{run_id}:{attempt}", cancel_key(run_id)]
         status, starts = self._admit(keys=keys, args=[lease.token, lease.ttl_ms, MARKER_TTL_S])
         if status == 2:
             return Admission("done")
+        if status == 3:
+            return Admission("cancelled")
         if status == 0:
             return Admission("busy")
         return Admission("admitted", lease, int(starts))
 
-    def mark_done(self, run_id: str) -> None:
-        self.client.set(f"slurp:done:{run_id}", "1", ex=MARKER_TTL_S)
-
     def lease_run(self, job: str) -> str | None:
         return run_of_token(self.client.get(lease_key(job)))
+
+    def request_cancel(self, run_id: str, by: str) -> CancelAnswer:
+        keys = [cancel_key(run_id), _committing_key(run_id), done_key(run_id)]
+        answer = self._request_cancel(keys=keys, args=[by, MARKER_TTL_S])
+        text = answer.decode() if isinstance(answer, bytes) else str(answer)
+        assert text in ("requested", "committing", "done")
+        return text  # type: ignore[return-value]
+
+    def cancel_requested(self, run_id: str) -> str | None:
+        value = self.client.get(cancel_key(run_id))
+        if value is None:
+            return None
+        return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+    def begin_commit(self, run_id: str) -> bool:
+        keys = [cancel_key(run_id), _committing_key(run_id)]
+        return bool(self._begin_commit(keys=keys, args=[COMMITTING_TTL_S]))
+
+    def end_commit(self, run_id: str) -> None:
+        self.client.delete(_committing_key(run_id))
 
     def publish_progress(self, run_id: str, fields: Mapping[str, int]) -> None:
         key = f"slurp:progress:{run_id}"
@@ -114,6 +196,10 @@ class _LocalLease:
         with self.owner.lock:
             return self.owner.leases.get(self.job, (None, ""))[0] is self.token
 
+    def mark_done(self) -> None:
+        with self.owner.lock:
+            self.owner.done.add(self.run_id)
+
     def __enter__(self) -> _LocalLease:
         return self
 
@@ -133,6 +219,8 @@ class LocalCoordination:
         #: job -> (token, run id) of the lease holder
         self.leases: dict[str, tuple[object, str]] = {}
         self.done: set[str] = set()
+        self.cancelled: dict[str, str] = {}
+        self.committing: set[str] = set()
         self.starts: dict[tuple[str, int], int] = {}
         self.progress: dict[str, tuple[float, dict[str, int]]] = {}
 
@@ -140,6 +228,8 @@ class LocalCoordination:
         with self.lock:
             if run_id in self.done:
                 return Admission("done")
+            if run_id in self.cancelled:
+                return Admission("cancelled")
             if job in self.leases:
                 return Admission("busy")
             lease = _LocalLease(self, job, run_id)
@@ -148,14 +238,34 @@ class LocalCoordination:
             self.starts[(run_id, attempt)] = count
             return Admission("admitted", lease, count)
 
-    def mark_done(self, run_id: str) -> None:
-        with self.lock:
-            self.done.add(run_id)
-
     def lease_run(self, job: str) -> str | None:
         with self.lock:
             held = self.leases.get(job)
             return held[1] if held else None
+
+    def request_cancel(self, run_id: str, by: str) -> CancelAnswer:
+        with self.lock:
+            if run_id in self.done:
+                return "done"
+            if run_id in self.committing:
+                return "committing"
+            self.cancelled[run_id] = by
+            return "requested"
+
+    def cancel_requested(self, run_id: str) -> str | None:
+        with self.lock:
+            return self.cancelled.get(run_id)
+
+    def begin_commit(self, run_id: str) -> bool:
+        with self.lock:
+            if run_id in self.cancelled:
+                return False
+            self.committing.add(run_id)
+            return True
+
+    def end_commit(self, run_id: str) -> None:
+        with self.lock:
+            self.committing.discard(run_id)
 
     def publish_progress(self, run_id: str, fields: Mapping[str, int]) -> None:
         with self.lock:

@@ -2,7 +2,9 @@
 
 ``worker_command`` is the exact ``dramatiq`` command line; ``worker_env`` the
 environment: the settings as ``SLURP_*`` variables plus dramatiq's Prometheus
-variables (a fresh multiprocess folder per worker group, the metrics port).
+variables (a fresh multiprocess folder per worker group, the metrics port). A setting
+given as a file (``SLURP_REDIS_URL_FILE``, ``slurp.secretfiles``) stays a file: its
+value is never copied into the workers' environment.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from slurp.secretfiles import FILE_SUFFIX
 from slurp.settings import Settings
 from workers.events import events_queue
 
@@ -42,6 +45,8 @@ def worker_env(
     env = dict(os.environ if base is None else base)
     for name, value in settings.model_dump(mode="json", exclude_none=True).items():
         key = f"SLURP_{name.upper()}"
+        if key + FILE_SUFFIX in env:  # a secret from a file: the workers read the same file
+            continue
         env[key] = ",".join(value) if isinstance(value, list) else str(value)
     if settings.metrics_port:
         folder = metrics_dir or Path(tempfile.mkdtemp(prefix="slurp-metrics-"))

@@ -19,7 +19,7 @@ from types import TracebackType
 
 import redis
 
-__all__ = ["JobLease", "lease_key", "run_of_token"]
+__all__ = ["DONE_MARKER_TTL_S", "JobLease", "done_key", "lease_key", "run_of_token"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,16 +29,27 @@ if redis.call('get', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+#: KEYS: lease, the run's done marker. ARGV: token, "1" to mark the run done, the
+#: marker's ttl (s). The marker is set before the lease goes, in one step.
 _RELEASE = """
+if ARGV[2] == '1' then
+  redis.call('set', KEYS[2], '1', 'EX', ARGV[3])
+end
 if redis.call('get', KEYS[1]) == ARGV[1] then
   return redis.call('del', KEYS[1])
 end
 return 0
 """
+#: Lifetime of a run's done marker (duplicates of the run arriving later are skipped).
+DONE_MARKER_TTL_S = 30 * 86_400
 
 
 def lease_key(job: str) -> str:
     return f"slurp:lease:{job}"
+
+
+def done_key(run_id: str) -> str:
+    return f"slurp:done:{run_id}"
 
 
 def run_of_token(token: str | bytes | None) -> str | None:
@@ -60,6 +71,8 @@ class JobLease:
         self.client = client
         self.key = lease_key(job)
         self.token = f"{run_id}|{holder}|{uuid.uuid4().hex[:8]}"
+        self.done_key = done_key(run_id)
+        self.done = False
         self.ttl_ms = max(int(ttl_s * 1000), 100)
         self.lost = threading.Event()
         self._stop = threading.Event()
@@ -83,12 +96,19 @@ class JobLease:
             self.lost.set()
         return ok
 
+    def mark_done(self) -> None:
+        """The run succeeded: its done marker is set when the lease is released, in the
+        same atomic step (a copy of the run admitted later finds it done)."""
+        self.done = True
+
     def release(self) -> None:
+        # The renewal thread is told to stop but not waited for (it wakes only every
+        # ttl/3): a renewal racing the release finds the token gone and changes nothing.
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
         try:
-            self.client.eval(_RELEASE, 1, self.key, self.token)
+            keys = [self.key, self.done_key]
+            args = [self.token, "1" if self.done else "0", DONE_MARKER_TTL_S]
+            self.client.register_script(_RELEASE)(keys=keys, args=args)
         except redis.RedisError:  # it expires on its own
             logger.warning("could not release %s; it expires in %d ms", self.key, self.ttl_ms)
 
@@ -107,7 +127,8 @@ class JobLease:
         while not self._stop.wait(interval_s):
             try:
                 if not self.renew():
-                    logger.error("lease %s was lost (expired or taken over)", self.key)
+                    if not self._stop.is_set():  # not merely released meanwhile
+                        logger.error("lease %s was lost (expired or taken over)", self.key)
                     return
             except redis.RedisError as exc:  # keep trying until the ttl runs out
                 logger.warning("renewing lease %s failed: %s", self.key, exc)

@@ -9,6 +9,7 @@ then tells the metrics. A failing projection is logged and does not break the ru
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from contracts.events import Event
 from storage.events import EventLog
@@ -34,13 +35,20 @@ class EventRecorder:
     def record(self, event: Event, collection_type: str = "") -> None:
         """Append ``event`` to the log (raises if the database is unreachable), then
         update the history and metrics (never raises)."""
-        fresh = self.log.append(event)
+        self.record_many([event], collection_type)
+
+    def record_many(self, events: Sequence[Event], collection_type: str = "") -> None:
+        """``record`` for several events in two round trips (one per run beyond the
+        first): the log append, then one history update."""
+        fresh = self.log.append_many(events)
         try:
-            self.history.apply(event)
+            self.history.apply_many(events)
         except Exception:
-            logger.exception("history update for run %s failed; rebuild it", event.run_id)
-        if fresh and self.metrics is not None:  # a re-appended event was counted already
-            self.metrics.observe(event, collection_type)
-        logger.info(
-            "run %s of job %r: %s (attempt %d)", event.run_id, event.job, event.kind, event.attempt
-        )
+            logger.exception("history update for run %s failed; rebuild it", events[0].run_id)
+        for event, new in zip(events, fresh, strict=True):
+            if new and self.metrics is not None:  # a re-appended event was counted already
+                self.metrics.observe(event, collection_type)
+            logger.info(
+                "run %s of job %r: %s (attempt %d)",
+                event.run_id, event.job, event.kind, event.attempt,
+            )  # fmt: skip

@@ -1,14 +1,22 @@
 """``GET /api/collections[/{name}[/versions[/{number}]]]``: the live records, the kept
 versions and their records, with pagination and equality filters (``api.pagination``).
+Admins restore (``POST .../versions/{number}/restore``, normal collections ``POST
+.../previous/{index}/restore``) and pin (``POST``/``DELETE .../versions/{number}/pin``)
+versions (``storage.versions``).
 
 A read resolves the catalog once and reads one physical collection, so a run that
 is filling a staging collection is invisible: the answer is the complete previous
 data until the run commits, then the complete new data. A ``$with_meta`` page
 counts and reads the same state (re-read if a commit slipped in between).
+
+Paths work with and without a trailing slash (``api.slashes``). A filter
+on ``limit``, ``page`` or ``with_meta`` (pagination without its ``$``) that matches no
+record is answered 400 with a hint rather than an empty list (``_misspelt_paging``).
 """
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -16,9 +24,9 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from api.auth import CurrentUser
+from api.auth import Admin, CurrentUser
 from api.context import ApiContext, get_context
-from api.errors import NotFound, PermissionDenied, error_responses
+from api.errors import BadRequest, Conflict, NotFound, PermissionDenied, error_responses
 from api.pagination import (
     MAX_LIMIT,
     MAX_PAGE,
@@ -29,15 +37,18 @@ from api.pagination import (
     parse_filters,
     stream_json_array,
 )
-from storage.catalog import CatalogEntry
+from storage.catalog import CatalogEntry, VersionInfo
 from storage.reader import CollectionReader
+from storage.versions import NotRestorable, Restored, Versions
 
-__all__ = ["CollectionOut", "PageOut", "VersionOut", "router"]
+__all__ = ["CollectionOut", "GraceCopyOut", "PageOut", "RestoredOut", "VersionOut", "router"]
 
 router = APIRouter(prefix="/api/collections", tags=["collections"])
 
 #: How often a ``$with_meta`` read is retried when a commit changed the data under it.
 MAX_READ_ATTEMPTS = 3
+#: Parameters that are pagination written without its ``$`` (a filter, unless it matches).
+BARE_PAGING = ("limit", "page", "with_meta")
 JSON = "application/json"
 
 Context = Annotated[ApiContext, Depends(get_context)]
@@ -67,6 +78,48 @@ class VersionOut(BaseModel):
     run_id: str
     created_at: datetime
     records: int
+    pinned: bool = Field(default=False, description="Kept whatever keep_versions says.")
+    restored_from: int | None = Field(
+        default=None, description="The version this one restores (run_id is 'restore:...')."
+    )
+    restored_by: str = ""
+
+    @classmethod
+    def from_info(cls, v: VersionInfo) -> VersionOut:
+        return cls(
+            number=v.number,
+            run_id=v.run_id,
+            created_at=v.created_at,
+            records=v.records,
+            pinned=v.pinned,
+            restored_from=v.restored_from,
+            restored_by=v.restored_by,
+        )
+
+
+class GraceCopyOut(BaseModel):
+    """Data a commit of a normal collection replaced, restorable until ``expires_at``."""
+
+    index: int = Field(description="1: the data the last commit replaced.")
+    retired_at: datetime
+    expires_at: datetime
+    records: int | None
+
+
+class RestoredOut(BaseModel):
+    collection: str
+    records: int = Field(description="Records live now.")
+    version: int | None = Field(description="The new version (versioned types).")
+    restored_from: int | None = None
+
+    @classmethod
+    def of(cls, done: Restored) -> RestoredOut:
+        return cls(
+            collection=done.collection,
+            records=done.records,
+            version=done.version,
+            restored_from=done.restored_from,
+        )
 
 
 class PageOut(BaseModel):
@@ -120,6 +173,20 @@ def _meta_page(
     return page_meta(paging, count, items)
 
 
+def _misspelt_paging(request: Request) -> BadRequest | None:
+    """The hint for ``?limit=``/``?page=``/``?with_meta=``, if the query has one: such
+    a parameter is an equality filter like any other (a record may have a field of
+    that name), but one that matched nothing was most likely meant as pagination."""
+    bare = [key for key in BARE_PAGING if key in request.query_params]
+    if not bare:
+        return None
+    given = ", ".join(f"'{key}'" for key in bare)
+    return BadRequest(
+        f"no record matches the filter on {given}: parameters without '$' filter on "
+        "fields; pagination is $limit, $page and $with_meta (e.g. ?$limit=10&$page=2)"
+    )
+
+
 def _records(
     context: ApiContext,
     request: Request,
@@ -132,15 +199,27 @@ def _records(
     where = parse_filters(request.query_params.multi_items())
     paging = page_request(limit, page, with_meta)
     reader = context.reader
+    hint = _misspelt_paging(request)
     if paging is None:
-        # ``find`` resolves the catalog now (404 before the answer starts); the
+        # ``find`` resolves the catalog now (404 before the answer starts), and the
+        # first record is fetched now: the query's first batch, where a filter's scan
+        # happens, fails (time limit, database down) before the answer starts. The
         # cursor is then streamed in chunks.
         records = reader.find(name, where, version)
-        return StreamingResponse(stream_json_array(records), media_type=JSON)
+        head = list(itertools.islice(records, 1))
+        if hint is not None and not head:
+            raise hint
+        return StreamingResponse(stream_json_array(records, head), media_type=JSON)
     if paging.with_meta:
         meta = _meta_page(reader, name, where, version, paging)
+        if hint is not None and meta["count"] == 0:
+            raise hint
         return Response(encode_records(meta), media_type=JSON)
     items = list(reader.find(name, where, version, skip=paging.skip, limit=paging.limit))
+    if hint is not None and not items:
+        anywhere = next(reader.find(name, where, version, limit=1), None)  # an earlier page?
+        if anywhere is None:
+            raise hint
     return Response(encode_records(items), media_type=JSON)
 
 
@@ -185,10 +264,7 @@ def list_versions(name: str, user: CurrentUser, context: Context) -> list[Versio
     _check_acl(user, name)
     entry = context.reader.entry(name)
     _versioned(entry)
-    return [
-        VersionOut(number=v.number, run_id=v.run_id, created_at=v.created_at, records=v.records)
-        for v in entry.versions
-    ]
+    return [VersionOut.from_info(v) for v in entry.versions]
 
 
 @router.get("/{name}/versions/{number}", response_model=_RECORDS_MODEL, responses=_RECORDS)
@@ -206,3 +282,57 @@ def read_version(
     _check_acl(user, name)
     _versioned(context.reader.entry(name))
     return _records(context, request, name, number, limit, page, with_meta)
+
+
+def _versions(context: ApiContext) -> Versions:
+    return Versions(context.store)
+
+
+@router.post("/{name}/versions/{number}/restore", responses=error_responses(401, 403, 404, 409))
+def restore_version(name: str, number: VersionNumber, user: Admin, context: Context) -> RestoredOut:
+    """Make version ``number`` the live data again, as a new version (the versions in
+    between stay listed); atomic for readers. 409 if the collection changed meanwhile
+    (retry) or the version is live already."""
+    try:
+        return RestoredOut.of(_versions(context).restore(name, number, by=f"api:{user.username}"))
+    except NotRestorable as exc:
+        raise Conflict(str(exc)) from None
+
+
+@router.post("/{name}/versions/{number}/pin", responses=error_responses(401, 403, 404))
+def pin_version(name: str, number: VersionNumber, user: Admin, context: Context) -> VersionOut:
+    """Pin a version: pruning (``keep_versions``) keeps it."""
+    return VersionOut.from_info(_versions(context).pin(name, number, True))
+
+
+@router.delete("/{name}/versions/{number}/pin", responses=error_responses(401, 403, 404))
+def unpin_version(name: str, number: VersionNumber, user: Admin, context: Context) -> VersionOut:
+    """Unpin a version: the next commit prunes it if it is older than ``keep_versions``."""
+    return VersionOut.from_info(_versions(context).pin(name, number, False))
+
+
+@router.get("/{name}/previous", responses=error_responses(401, 403, 404))
+def list_previous(name: str, user: CurrentUser, context: Context) -> list[GraceCopyOut]:
+    """The grace copies of a normal collection (data its last commits replaced, kept
+    for the retire grace) that may be restored now, newest first."""
+    _check_acl(user, name)
+    return [
+        GraceCopyOut(
+            index=c.index, retired_at=c.retired_at, expires_at=c.expires_at, records=c.records
+        )
+        for c in _versions(context).restorable(name)
+    ]
+
+
+@router.post("/{name}/previous/{index}/restore", responses=error_responses(401, 403, 404, 409))
+def restore_previous(
+    name: str, index: Annotated[int, Path(ge=1, le=1000)], user: Admin, context: Context
+) -> RestoredOut:
+    """Make a grace copy of a normal collection live again (1: the data the last
+    commit replaced); the live data becomes a grace copy in turn. 409 when there is
+    none (past its grace) or the collection changed meanwhile."""
+    try:
+        done = _versions(context).restore_previous(name, by=f"api:{user.username}", which=index)
+    except NotRestorable as exc:
+        raise Conflict(str(exc)) from None
+    return RestoredOut.of(done)

@@ -2,8 +2,14 @@
 now (``POST /api/jobs/{name}/runs`` publishes a ``RunJob`` and returns its run id).
 
 Writes need the admin role. A PUT body is a ``JobDefinition`` (the contract of
-``contracts.jobs``); an invalid one is refused with 422 and the contract's field
-errors. The ``name`` in the body must equal the one in the path.
+``contracts.jobs``); an invalid one is refused with 400 and the contract's field
+errors, and so is one the server's job policy refuses (files outside the roots,
+variables not allowed, refused hosts, slurpers outside the allow-list). The ``name``
+in the body must equal the one in the path.
+
+Every answer shows a definition through ``contracts.masking.masked_definition``:
+admins see secret-bearing fields masked, readers see no headers, auth, request params
+or bodies, and URLs without query strings.
 """
 
 from __future__ import annotations
@@ -12,18 +18,19 @@ import logging
 from datetime import datetime
 from typing import Annotated, Any
 
-import redis
 from fastapi import APIRouter, Depends, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import Admin, CurrentUser
 from api.context import ApiContext, get_context
-from api.errors import NotFound, ServiceUnavailable, error_responses
+from api.errors import NotFound, error_responses
 from api.routes.runs import job_visible, visible_job
+from api.runqueue import queue_run
 from contracts.jobs import JobDefinition
+from contracts.masking import masked_definition
 from contracts.messages import RunJob
-from contracts.publish import publish_run_job
+from storage.errors import InvalidJobRecordError
 from storage.jobs import JobRecord
 
 __all__ = ["JobOut", "RunAccepted", "RunRequest", "router"]
@@ -44,10 +51,14 @@ class JobOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     last_slot: datetime | None = Field(description="Latest cron slot the ticker handled.")
-    definition: JobDefinition
+    definition: dict[str, Any] = Field(
+        description="The JobDefinition with every secret-bearing field masked ('***'); "
+        "for readers without headers, auth, request params and bodies, and URLs without "
+        "query strings."
+    )
 
     @classmethod
-    def from_record(cls, record: JobRecord) -> JobOut:
+    def from_record(cls, record: JobRecord, reader: bool = False) -> JobOut:
         return cls(
             name=record.name,
             paused=record.definition.paused,
@@ -55,7 +66,7 @@ class JobOut(BaseModel):
             created_at=record.created_at,
             updated_at=record.updated_at,
             last_slot=record.last_slot,
-            definition=record.definition,
+            definition=masked_definition(record.definition, reader=reader),
         )
 
 
@@ -72,6 +83,11 @@ class RunRequest(BaseModel):
         min_length=1,
         max_length=128,
         description="Idempotency key; a new UUID if not given.",
+    )
+    force: bool = Field(
+        default=False,
+        description="Commit even if the job's guards fail (this run only; recorded in the "
+        "history).",
     )
 
 
@@ -91,13 +107,14 @@ def _job(context: ApiContext, name: str) -> JobRecord:
 @router.get("", responses=error_responses(401))
 def list_jobs(user: CurrentUser, context: Context) -> list[JobOut]:
     """The jobs the user may see, by name."""
-    return [JobOut.from_record(r) for r in context.jobs.list() if job_visible(user, r)]
+    reader = user.role != "admin"
+    return [JobOut.from_record(r, reader) for r in context.jobs.list() if job_visible(user, r)]
 
 
 @router.get("/{name}", responses=error_responses(401, 404))
 def get_job(name: str, user: CurrentUser, context: Context) -> JobOut:
     """One job."""
-    return JobOut.from_record(visible_job(context, user, name))
+    return JobOut.from_record(visible_job(context, user, name), user.role != "admin")
 
 
 @router.put(
@@ -118,7 +135,16 @@ def put_job(
                 }
             ]
         )
-    created = context.jobs.get(name) is None
+    policy = context.jobs.policy
+    problems = policy.check(definition) if policy is not None else []
+    if problems:
+        raise RequestValidationError(
+            [{"loc": ("body", *p.loc), "msg": p.message, "type": "value_error"} for p in problems]
+        )
+    try:
+        created = context.jobs.get(name) is None
+    except InvalidJobRecordError:  # a stored definition that no longer validates: replaced
+        created = False
     record = context.jobs.put(definition)
     if created:
         response.status_code = 201
@@ -154,10 +180,6 @@ def run_job(
 ) -> RunAccepted:
     """Queue a run now (trigger 'api'); poll GET /api/runs/{run_id} for its outcome."""
     _job(context, name)
-    if context.redis is None:
-        raise ServiceUnavailable(
-            "runs cannot be queued: this API server has no Redis broker (set SLURP_REDIS_URL)"
-        )
     request = body or RunRequest()
     extra = {"run_id": request.run_id} if request.run_id else {}
     run = RunJob(
@@ -165,11 +187,8 @@ def run_job(
         trigger="api",
         requested_by=f"api:{user.username}",
         params=request.params,
+        force=request.force,
         **extra,
     )
-    try:
-        message_id = publish_run_job(context.redis, run, context.queue_name)
-    except redis.RedisError as exc:
-        log.warning("cannot publish run of %s: %s", name, exc)
-        raise ServiceUnavailable("the queue is unavailable; try again later") from None
+    message_id = queue_run(context, run)  # 503 without a queue, or when it is down
     return RunAccepted(job=name, run_id=run.run_id, message_id=message_id)

@@ -12,7 +12,7 @@ import typer
 
 __all__ = ["register_all"]
 
-MODULES = ("jobs", "runs", "worker", "ticker", "dev", "api")
+MODULES = ("jobs", "runs", "versions", "worker", "ticker", "dev", "api", "users")
 
 
 def register_all(app: typer.Typer) -> None:

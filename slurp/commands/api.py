@@ -1,4 +1,5 @@
-"""``slurp api``: the HTTP API (collections, jobs, runs, history) on uvicorn."""
+"""``slurp api``: the HTTP API (collections, jobs, runs, history) and the web console
+(``/``, ``api.console``) on uvicorn."""
 
 from __future__ import annotations
 
@@ -20,9 +21,11 @@ def api(
     port: Annotated[int | None, typer.Option(help="Default: SLURP_API_PORT.")] = None,
 ) -> None:
     """Serve the HTTP API until Ctrl-C. Configured by SLURP_API_* (see docs/api.md);
-    manual runs need SLURP_REDIS_URL."""
+    manual runs need SLURP_REDIS_URL. PUT /api/jobs applies the job policy of the
+    SLURP_* settings (file roots, allowed variables, hosts, slurper modules)."""
     from api.config import ApiConfigError, load_api_config
     from api.server import serve
+    from datasources.policy import JobPolicy
 
     settings = settings_or_exit()
     try:
@@ -33,9 +36,14 @@ def api(
     config = config.model_copy(update=update)
     client = None
     if settings.redis_url:
-        import redis
+        from slurp.redisconn import redis_client
 
-        client = redis.Redis.from_url(settings.redis_url)
+        client = redis_client(settings.redis_url)
     with store_or_exit(settings) as store:
-        out.print(f"slurp api on http://{config.host}:{config.port} (OpenAPI at /docs)")
-        serve(config, store, client, settings.queue_name, log_level=settings.log_level.lower())
+        out.print(
+            f"slurp api on http://{config.host}:{config.port}: console at /, OpenAPI at /api/docs"
+        )
+        serve(
+            config, store, client, settings.queue_name, log_level=settings.log_level.lower(),
+            policy=JobPolicy.from_settings(settings),
+        )  # fmt: skip

@@ -1,7 +1,12 @@
-"""``slurp jobs ...``: apply, list, show, pause, resume, delete job definitions."""
+"""``slurp jobs ...``: apply, list, show, pause, resume, delete job definitions.
+
+``apply`` refuses, before writing anything, jobs the job policy of the settings refuses
+(``datasources.policy``); ``show`` prints definitions masked
+(``contracts.masking.masked_definition``), never a secret-bearing value."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,9 +27,12 @@ def register(app: typer.Typer) -> None:
 
 @jobs_app.command("apply")
 def apply(file: Annotated[Path, typer.Argument(help="Job file (YAML or JSON).")]) -> None:
-    """Create or update every job of FILE (jobs not in FILE are left alone)."""
+    """Create or update every job of FILE (jobs not in FILE are left alone). A job's
+    pause state changes only where FILE says `paused:` (pause/resume is operational)."""
     from contracts.errors import JobFileError
     from contracts.jobfile import load_jobs
+    from datasources.policy import JobPolicy
+    from storage.errors import InvalidJobRecordError
     from storage.jobs import JobRegistry
 
     try:
@@ -34,11 +42,23 @@ def apply(file: Annotated[Path, typer.Argument(help="Job file (YAML or JSON).")]
             err.print(problem, markup=False, highlight=False)
         fail(f"{file}: invalid ({len(exc.problems)} problem(s)); nothing was applied")
     settings = settings_or_exit()
+    policy = JobPolicy.from_settings(settings)
+    refused = policy.problem_lines(definitions, str(file))
+    if refused:
+        for problem in refused:
+            err.print(problem, markup=False, highlight=False)
+        fail(f"{file}: not allowed ({len(refused)} problem(s)); nothing was applied")
     with store_or_exit(settings) as store:
-        registry = JobRegistry(store)
+        registry = JobRegistry(store, policy=policy)
         for definition in definitions:
-            before = registry.get(definition.name)
-            record = registry.put(definition)
+            try:
+                before = registry.get(definition.name)
+            except InvalidJobRecordError:  # a stored document that no longer validates
+                registry.apply(definition)
+                state = "replaced (the stored definition was invalid)"
+                out.print(f"  {definition.name}: {state}", markup=False, highlight=False)
+                continue
+            record = registry.apply(definition)  # keeps the pause state unless set
             state = (
                 "created"
                 if before is None
@@ -50,12 +70,18 @@ def apply(file: Annotated[Path, typer.Argument(help="Job file (YAML or JSON).")]
 
 @jobs_app.command("list")
 def list_jobs(as_json: JsonOption = False) -> None:
-    """Every registered job with its schedule and next fire time."""
+    """Every registered job with its schedule and next fire time. A stored job that
+    no longer validates is reported on stderr (and, in the table, as 'invalid')."""
+    from storage.errors import InvalidJobRecordError
     from storage.jobs import JobRegistry
 
+    invalid: list[InvalidJobRecordError] = []
     settings = settings_or_exit()
     with store_or_exit(settings) as store:
-        rows = [_summary(record) for record in JobRegistry(store).list()]
+        rows = [_summary(record) for record in JobRegistry(store).list(on_invalid=invalid.append)]
+    for problem in invalid:
+        err.print(f"warning: {problem}; replace it (slurp jobs apply FILE) or delete it "
+                  f"(slurp jobs delete {problem.name})", markup=False, highlight=False)  # fmt: skip
     if as_json:
         print_json(rows)
         return
@@ -65,6 +91,8 @@ def list_jobs(as_json: JsonOption = False) -> None:
             row["name"], f"{row['collection']} ({row['type']})", row["schedule"] or "manual",
             row["next_fire"] or "-", "paused" if row["paused"] else "active",
         )  # fmt: skip
+    for problem in invalid:
+        table.add_row(problem.name, "?", "?", "-", "invalid")
     out.print(table)
 
 
@@ -78,12 +106,15 @@ def show(name: str, as_json: JsonOption = False) -> None:
     with store_or_exit(settings) as store:
         record = _require(JobRegistry(store), name)
         runs = History(store).last_runs(name, limit=10)
+    from contracts.masking import masked_definition
+
     summary = _summary(record)
     if as_json:
-        print_json({**summary, "definition": record.definition.model_dump(mode="json"),
+        print_json({**summary, "definition": masked_definition(record.definition),
                     "last_runs": runs})  # fmt: skip
         return
-    out.print(record.definition.model_dump_json(indent=2, exclude_defaults=True))
+    shown = masked_definition(record.definition.model_dump(mode="json", exclude_defaults=True))
+    out.print(json.dumps(shown, indent=2), markup=False, highlight=False)
     out.print(f"next fire: {summary['next_fire'] or 'manual only'}"
               f"{' (paused)' if summary['paused'] else ''}")  # fmt: skip
     from slurp.commands.runs import history_table
@@ -140,12 +171,16 @@ def _require(registry: Any, name: str) -> Any:
 def _summary(record: Any) -> dict[str, Any]:
     from contracts.base import utcnow
     from ticker.cron import next_fire
+    from ticker.errors import ScheduleError
 
     definition = record.definition
     schedule = definition.schedule
     next_at = None
     if schedule is not None and not definition.paused:
-        next_at = next_fire(schedule, utcnow()).isoformat().replace("+00:00", "Z")
+        try:
+            next_at = next_fire(schedule, utcnow()).isoformat().replace("+00:00", "Z")
+        except ScheduleError:  # stored before such schedules were refused: never fires
+            next_at = None
     return {
         "name": definition.name,
         "collection": definition.collection.name,

@@ -84,6 +84,7 @@ def _run(
     from contracts.errors import JobFileError
     from slurp.embedded import mongo_url
     from slurp.errors import SlurpError
+    from slurp.redisconn import redis_client
     from storage.errors import StorageError
     from storage.jobs import JobRegistry
     from storage.store import connect
@@ -93,7 +94,7 @@ def _run(
     log = logging.getLogger("slurp.ticker")
     now = clock or utcnow
     try:
-        client = redis.Redis.from_url(redis_url)
+        client = redis_client(redis_url)
         client.ping()
     except (redis.RedisError, ValueError) as exc:
         fail(f"cannot reach Redis at SLURP_REDIS_URL: {exc}")

@@ -75,8 +75,13 @@ class _AccumulativeWriter(RunWriter):
             records_written=self.position,
             inserted=self.position,
             updated=0,
-            records_total=self.entry.records + self.position,
+            records_total=self.pending_total(),
+            unchanged=0,
+            removed=0,
         )
+
+    def pending_total(self) -> int:
+        return self.entry.records + self.position
 
     def _abort(self) -> None:
         self.live.delete_many(_uncommitted(self.entry.seq))

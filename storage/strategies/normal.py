@@ -11,7 +11,11 @@ __all__ = ["NormalStrategy"]
 
 
 class _NormalWriter(StagedWriter):
+    def pending_total(self) -> int:
+        return self.position
+
     def _commit(self) -> CommitResult:
+        diff = self.diff()  # before the publish: the previous data is still live
         published = self.catalog.publish(
             self.entry.name, self.staging_name, self.position, expect={"live": self.entry.live}
         )
@@ -19,9 +23,11 @@ class _NormalWriter(StagedWriter):
             raise self._conflict()
         return CommitResult(
             records_written=self.position,
-            inserted=self.position,
+            inserted=self.position if diff is None else diff.inserted,
             updated=0,
             records_total=self.position,
+            unchanged=None if diff is None else diff.unchanged,
+            removed=None if diff is None else diff.removed,
         )
 
 

@@ -18,7 +18,14 @@ atomic switch).
 from __future__ import annotations
 
 from contracts.jobs import CollectionType
-from storage.bulk import BATCH_SIZE, read_chunks, run_chunks, stage_chunks, upsert_by_id
+from storage.bulk import (
+    BATCH_SIZE,
+    Upserts,
+    read_chunks,
+    run_chunks,
+    stage_chunks,
+    upsert_by_id,
+)
 from storage.catalog import CatalogEntry
 from storage.errors import CommitConflictError
 from storage.records import Record, key_of
@@ -64,14 +71,21 @@ class _UpsertedWriter(RunWriter):
         redelivered message runs it again (the merge is idempotent)."""
         assert self.entry.live is not None
         docs = keyed_last_wins(enumerate(self.pending), self.key)
-        inserted, updated = upsert_by_id(self.store.physical(self.entry.live), docs)
-        if not self.catalog.record_commit(self.entry.name, self.run_id, inserted):
+        done = upsert_by_id(
+            self.store.physical(self.entry.live), docs, expect_existing=self.entry.records > 0
+        )
+        if not self.catalog.record_commit(self.entry.name, self.run_id, done.inserted):
             raise CommitConflictError(f"collection {self.entry.name!r} was deleted during the run")
+        return self._result(done)
+
+    def _result(self, done: Upserts) -> CommitResult:
         return CommitResult(
             records_written=self.position,
-            inserted=inserted,
-            updated=updated,
-            records_total=self.entry.records + inserted,
+            inserted=done.inserted,
+            updated=done.updated,
+            records_total=self.entry.records + done.inserted,
+            unchanged=done.unchanged,
+            removed=0,
         )
 
     def _commit_staged(self) -> CommitResult:
@@ -84,21 +98,16 @@ class _UpsertedWriter(RunWriter):
         # From here on the staging data is the run's commitment: a failure leaves it
         # in place (state 'committing') for the next run to replay, so no abort.
         self.state = "committing"
-        inserted, updated = self.strategy.merge(self.entry, self.run_id)
+        done = self.strategy.merge(self.entry, self.run_id)
         self.catalog.end_run(
             self.entry.name,
             self.staging_name,
-            inc_records=inserted,
+            inc_records=done.inserted,
             run_id=self.run_id,
             committed=self.run_id,
         )
         self.staging.delete_many(run_chunks(self.run_id))
-        return CommitResult(
-            records_written=self.position,
-            inserted=inserted,
-            updated=updated,
-            records_total=self.entry.records + inserted,
-        )
+        return self._result(done)
 
     def _abort(self) -> None:
         self.pending = []
@@ -127,7 +136,7 @@ class UpsertedStrategy(CollectionStrategy):
         for run in entry.runs:
             inserted = 0
             if run.state == "committing":
-                inserted, _ = self.merge(entry, run.run_id)
+                inserted = self.merge(entry, run.run_id).inserted
             staging.delete_many(run_chunks(run.run_id))
             self.catalog.end_run(
                 entry.name,
@@ -138,16 +147,18 @@ class UpsertedStrategy(CollectionStrategy):
             )
         return self.ensure() if entry.runs else entry
 
-    def merge(self, entry: CatalogEntry, run_id: str) -> tuple[int, int]:
+    def merge(self, entry: CatalogEntry, run_id: str) -> Upserts:
         """Apply the staged output of ``run_id`` to the live data, in output order;
-        idempotent."""
+        idempotent. Counts as ``upsert_by_id`` (a replayed merge finds its own records
+        unchanged)."""
         assert entry.live is not None
         live = self.store.physical(entry.live)
         staging = self.store.physical(self.store.staging_name(entry.name))
-        inserted = updated = 0
+        inserted = updated = unchanged = 0
         for first, records in read_chunks(staging, run_id):
             docs = keyed_last_wins(enumerate(records, start=first), self.key)
-            new, replaced = upsert_by_id(live, docs)
-            inserted += new
-            updated += replaced
-        return inserted, updated
+            done = upsert_by_id(live, docs, expect_existing=entry.records > 0)
+            inserted += done.inserted
+            updated += done.updated
+            unchanged += done.unchanged
+        return Upserts(inserted, updated, unchanged)

@@ -21,9 +21,11 @@ class _UpsertedVersionedWriter(VersionedWriter):
         key = self.strategy.spec.upsert_key
         assert key is not None
         keyed = keyed_last_wins(((self.position + i, d) for i, d in enumerate(docs)), key)
-        inserted, updated = upsert_by_id(self.staging, keyed)
-        self.inserted += inserted
-        self.updated += updated
+        # The staging starts as a copy of the previous version: keys likely exist.
+        done = upsert_by_id(self.staging, keyed, expect_existing=self.entry.records > 0)
+        self.inserted += done.inserted
+        self.updated += done.updated
+        self.unchanged += done.unchanged
 
     def inserted_count(self) -> int:
         return self.inserted

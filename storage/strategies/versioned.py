@@ -25,9 +25,13 @@ class VersionedWriter(StagedWriter):
     copies_previous = False
 
     def __init__(self, strategy: CollectionStrategy, entry: CatalogEntry, run_id: str) -> None:
+        # A version built on a copy counts its own changes (upserts, appends); a plain
+        # version is compared with the previous one by content.
+        self.compares_content = not self.copies_previous
         super().__init__(strategy, entry, run_id)
         self.inserted = 0
         self.updated = 0
+        self.unchanged = 0
         if self.copies_previous and entry.live is not None:
             self.prepare_copy()
             self.base_records = copy_collection(self.store.physical(entry.live), self.staging)
@@ -35,10 +39,14 @@ class VersionedWriter(StagedWriter):
     def prepare_copy(self) -> None:
         """Hook run before the previous version is copied in (e.g. to create indexes)."""
 
+    def pending_total(self) -> int:
+        return self.base_records + self.inserted_count()
+
     def _commit(self) -> CommitResult:
         number = self.entry.last_version + 1
         keep = self.strategy.spec.keep_versions or 1
-        total = self.base_records + self.inserted_count()
+        total = self.pending_total()
+        diff = self.diff()  # plain versions: against the previous version, still live
         version = VersionInfo(number, self.staging_name, self.run_id, utcnow(), total)
         published = self.catalog.publish(
             self.entry.name,
@@ -50,15 +58,29 @@ class VersionedWriter(StagedWriter):
         )
         if not published:
             raise self._conflict()
+        if diff is not None:
+            return CommitResult(
+                records_written=self.position,
+                inserted=diff.inserted,
+                updated=0,
+                records_total=total,
+                version=number,
+                unchanged=diff.unchanged,
+                removed=diff.removed,
+            )
+        copied = self.copies_previous  # a copy plus upserts or appends removes nothing
         return CommitResult(
             records_written=self.position,
             inserted=self.inserted_count(),
             updated=self.updated,
             records_total=total,
             version=number,
+            unchanged=self.unchanged if copied else None,
+            removed=0 if copied else None,
         )
 
     def inserted_count(self) -> int:
+        """Records of the output that are new in this version (all, unless keyed)."""
         return self.position
 
 
