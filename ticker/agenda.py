@@ -39,6 +39,8 @@ __all__ = ["DEFAULT_CACHE_SIZE", "Agenda", "Entry"]
 
 #: Memoised next fire times kept at most (the cache is emptied when full).
 DEFAULT_CACHE_SIZE = 100_000
+# Plans of one slot kept for sharing (cleared when full).
+_SINGLE_PLANS = 1024
 # Stale heap items tolerated, beyond one per live entry, before the heap is rebuilt.
 _STALE_SLACK = 1024
 
@@ -54,6 +56,7 @@ class Entry:
     next_slot: datetime | None = None  # first slot after cursor; None: to compute, or never
     ticket: int | None = field(default=None, repr=False)  # set while queued in the heap
     following: datetime | None = field(default=None, repr=False)  # the slot after next_slot
+    cron_key: tuple[str, str] = field(default=("", ""), repr=False)  # (expression, timezone)
 
     def move_to(self, cursor: datetime) -> None:
         """Mark every slot up to ``cursor`` handled (a cursor never moves back)."""
@@ -76,7 +79,8 @@ class Agenda:
         self._entries: dict[str, Entry] = {}
         self._heap: list[tuple[float, int, Entry]] = []
         self._tickets = itertools.count()
-        self._cache: dict[tuple[str, str, int], datetime] = {}
+        self._cache: dict[tuple[tuple[str, str], int], datetime] = {}
+        self._single: dict[datetime, DueSlots] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -99,7 +103,8 @@ class Agenda:
         Raises ``ScheduleError`` (and changes nothing) if no slot follows ``cursor``.
         """
         entry = Entry(name, schedule, cursor, revision)
-        entry.next_slot = self.next_fire(schedule, cursor)
+        entry.cron_key = (schedule.expression, schedule.timezone)
+        entry.next_slot = self._next_fire(entry.cron_key, schedule, cursor)
         self.remove(name)  # a replaced entry's heap item goes stale
         self._entries[name] = entry
         self._push(entry)
@@ -123,15 +128,18 @@ class Agenda:
 
         They leave the heap: hand each back with ``requeue`` once handled.
         """
+        return list(self.iter_due(now))
+
+    def iter_due(self, now: datetime) -> Iterator[Entry]:
+        """``pop_due``, one entry at a time: each leaves the heap as it is yielded, and
+        the ones never asked for stay queued. Do not ``requeue`` while iterating."""
         limit = now.timestamp()
-        due: list[Entry] = []
         heap = self._heap
         while heap and heap[0][0] <= limit:
             _, ticket, entry = heapq.heappop(heap)
             if entry.ticket == ticket:
                 entry.ticket = None
-                due.append(entry)
-        return due
+                yield entry
 
     def requeue(self, entry: Entry) -> None:
         """Queue ``entry`` again at the first slot after its cursor.
@@ -143,7 +151,7 @@ class Agenda:
             return  # queued already, or removed or replaced meanwhile
         if entry.next_slot is None:
             try:
-                entry.next_slot = self.next_fire(entry.schedule, entry.cursor)
+                entry.next_slot = self._next_fire(entry.cron_key, entry.schedule, entry.cursor)
             except ScheduleError:
                 return  # no slot ever again (e.g. '0 0 29 2 *' past the last leap year)
         self._push(entry)
@@ -156,12 +164,12 @@ class Agenda:
         schedule = entry.schedule
         if now - slot <= timedelta(seconds=schedule.misfire_grace_s):  # not late
             try:
-                following = self.next_fire(schedule, slot)
+                following = self._next_fire(entry.cron_key, schedule, slot)
             except ScheduleError:
-                return DueSlots(fire=(slot,), cursor=slot)  # the schedule's last slot
+                return self._fire_one(slot)  # the schedule's last slot
             if following > now:
                 entry.following = following  # so moving to ``slot`` needs no cron lookup
-                return DueSlots(fire=(slot,), cursor=slot)  # the common case
+                return self._fire_one(slot)  # the common case
         return due_slots(schedule, entry.cursor, now, limit=self.max_slots_per_job)
 
     def next_fires(self) -> dict[str, datetime]:
@@ -174,9 +182,16 @@ class Agenda:
 
     def next_fire(self, schedule: Schedule, after: datetime) -> datetime:
         """``ticker.cron.next_fire``, memoised per (expression, timezone, minute)."""
+        return self._next_fire((schedule.expression, schedule.timezone), schedule, after)
+
+    # -- internals --------------------------------------------------------------------
+
+    def _next_fire(
+        self, cron_key: tuple[str, str], schedule: Schedule, after: datetime
+    ) -> datetime:
         stamp = after.timestamp()
         minute = int(stamp // 60) * 60
-        key = (schedule.expression, schedule.timezone, minute)
+        key = (cron_key, minute)
         found = self._cache.get(key)
         if found is not None and found > after:
             return found
@@ -188,9 +203,17 @@ class Agenda:
                 return found
         return next_fire(schedule, after)  # a slot inside the minute: not a cron minute
 
-    # -- internals --------------------------------------------------------------------
+    def _fire_one(self, slot: datetime) -> DueSlots:
+        """``DueSlots(fire=(slot,), cursor=slot)``, shared by the jobs due at ``slot`` (a
+        burst plans tens of thousands of them; the plan is immutable)."""
+        plan = self._single.get(slot)
+        if plan is None:
+            if len(self._single) >= _SINGLE_PLANS:
+                self._single.clear()
+            plan = self._single[slot] = DueSlots(fire=(slot,), cursor=slot)
+        return plan
 
-    def _remember(self, key: tuple[str, str, int], value: datetime) -> None:
+    def _remember(self, key: tuple[tuple[str, str], int], value: datetime) -> None:
         if len(self._cache) >= self.cache_size:
             self._cache.clear()
         self._cache[key] = value
