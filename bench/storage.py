@@ -189,7 +189,11 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--memory-records", type=int, default=200_000)
+    parser.add_argument(
+        "--types", nargs="+", choices=[k.value for k in SPECS], help="only these types"
+    )
     args = parser.parse_args()
+    kinds = [k for k in SPECS if not args.types or k.value in args.types]
     server = None
     url = os.environ.get("SLURP_TEST_MONGO_URL")
     if not url:
@@ -201,7 +205,7 @@ def main() -> None:
         print("ratios (raw seconds / slurp seconds; 1.00x = as fast as raw), spread in brackets")
         print(f"{'type':24} {'run 1 vs insert_many':22} steady state vs raw")
         raw_insert(url, n // 4)  # warm-up: the first insert into a fresh server is faster
-        for kind in SPECS:
+        for kind in kinds:
             results = [pair(url, kind, n) for _ in range(args.repeat)]
             baseline = "bulk upsert" if kind in UPSERTING else "insert_many"
             print(
@@ -209,7 +213,7 @@ def main() -> None:
                 f"{_summary([r[1] for r in results])} vs {baseline}"
             )
         print("change statistics: steady-state seconds with them on / off (1.00x = free)")
-        for kind in SPECS:
+        for kind in kinds:
             costs = [stats_cost(url, kind, n) for _ in range(args.repeat)]
             print(f"{kind.value:24} {_summary(costs)}")
         if args.memory_records:
