@@ -202,6 +202,16 @@ def test_dashboard_and_alert_queries_return_data_from_real_prometheus(
     try:
         prometheus.start()
         workers.start()
+        # increase() counts the failures only from a first sample on: Prometheus must
+        # have seen the failure counter at 0 (set at worker start) before any run ends,
+        # as it has in production, where workers run long before a job fails.
+        wait_for(
+            lambda: has_data(
+                prometheus.query('slurp_runs_total{slurp_job="demo-failing", status="failed"}')
+            ),
+            60,
+            "Prometheus to scrape the worker's failure counter at 0",
+        )
         ticker = start_ticker(settings, ticker_port, tmp_path / "ticker.log")
         junk = f"no-such-job-{uuid.uuid4().hex[:8]}"
         for name in ("demo-failing", "demo-failing", "demo-flaky", "demo-manual", junk):
