@@ -205,10 +205,11 @@ def _sentinel_client(parsed: SentinelURL) -> redis.Redis:
         sentinel_kwargs["username"] = parsed.sentinel_username
     if parsed.sentinel_password:
         sentinel_kwargs["password"] = parsed.sentinel_password
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+    # ``Any``: redis-py annotates Sentinel from 8.2 on only; typed the same either way.
+    sentinel: Any = cast(Any, Sentinel)(
         list(parsed.sentinels), sentinel_kwargs=sentinel_kwargs, **common
     )
-    client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+    client: redis.Redis = sentinel.master_for(
         parsed.service,
         redis_class=redis.Redis,
         db=parsed.db,
