@@ -6,12 +6,13 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from contracts.base import Contract, JobName, UtcDatetime, utcnow
 from contracts.messages import Trigger
 
 __all__ = [
+    "EVENT_ADAPTER",
     "Event",
     "GuardReport",
     "GuardViolation",
@@ -133,3 +134,6 @@ Event = Annotated[
     JobStarted | JobSucceeded | JobFailed | JobAbandoned | JobRejected | JobCancelled,
     Field(discriminator="kind"),
 ]
+
+#: Validates any event (a dict from the event log or a message) into its model.
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)

@@ -11,17 +11,15 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 
-from pydantic import TypeAdapter
 from pymongo import ASCENDING
 from pymongo.errors import BulkWriteError
 
-from contracts.events import Event
+from contracts.events import EVENT_ADAPTER, Event
 from storage.store import Doc, Store
 
 __all__ = ["EVENTS_COLLECTION", "EventLog"]
 
 EVENTS_COLLECTION = "slurp_events"
-_EVENT: TypeAdapter[Event] = TypeAdapter(Event)
 _DUPLICATE_KEY = 11000
 
 
@@ -77,4 +75,4 @@ class EventLog:
     def _decode(doc: Doc) -> Event:
         doc = dict(doc)
         doc["event_id"] = doc.pop("_id")
-        return _EVENT.validate_python(doc)
+        return EVENT_ADAPTER.validate_python(doc)

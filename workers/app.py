@@ -20,9 +20,9 @@ from typing import Any
 
 import dramatiq
 from dramatiq.middleware import CurrentMessage, Middleware
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
-from contracts.events import Event
+from contracts.events import EVENT_ADAPTER
 from contracts.publish import ACTOR_NAME
 from datasources.runtime import Runtime
 from slurp.redisconn import redis_client
@@ -55,8 +55,6 @@ INFRA_RETRIES = 10
 #: Retries of recording an event (MongoDB down): with backoff up to a minute, an
 #: event survives about an hour of database outage.
 EVENT_RETRIES = 60
-
-EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 
 
 class RunnerMiddleware(Middleware):
