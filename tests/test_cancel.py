@@ -267,34 +267,52 @@ def test_cancel_through_the_api(
 
 
 def test_local_coordination_gates_the_commit() -> None:
-    """The commit gate's two orders, in-process (slurp dev): cancel first, the commit is
-    refused; commit first, the cancel is refused until the commit ends."""
+    """The commit gate's orders, in-process (slurp dev): cancel first, the commit is
+    refused; commit first, the cancel is refused until the lease is released; a lease
+    that is not the run's any more refuses the commit."""
     coordination = LocalCoordination()
+    a = coordination.admit("job-a", "a", 1, "me", 10).lease
+    assert a is not None
     assert coordination.request_cancel("a", "ops") == "requested"
-    assert coordination.begin_commit("a") is False
+    assert a.begin_commit() == "cancelled"
     assert coordination.cancel_requested("a") == "ops"
-    assert coordination.begin_commit("b") is True
-    assert coordination.request_cancel("b", "ops") == "committing"
-    coordination.end_commit("b")
-    assert coordination.request_cancel("b", "ops") == "requested"
-    admission = coordination.admit("job", "a", 1, "me", 10)
-    assert admission.status == "cancelled"
+    with coordination.admit("job-b", "b", 1, "me", 10).lease as b:  # type: ignore[union-attr]
+        assert b.begin_commit() == "open"
+        assert coordination.request_cancel("b", "ops") == "committing"
+    assert coordination.request_cancel("b", "ops") == "requested"  # released
+    with a:
+        pass
+    assert coordination.admit("job", "a", 1, "me", 10).status == "cancelled"
+    c = coordination.admit("job-c", "c", 1, "me", 10).lease
+    assert c is not None
+    del coordination.leases["job-c"]  # taken from it
+    assert c.begin_commit() == "lost"
 
 
 def test_redis_coordination_gates_the_commit(client: redis.Redis) -> None:
     coordination = RedisCoordination(client)
     a, b = str(uuid.uuid4()), str(uuid.uuid4())
+    lease_a = coordination.admit(f"job-{a}", a, 1, "me", 10).lease
+    assert lease_a is not None
     assert coordination.request_cancel(a, "ops") == "requested"
-    assert coordination.begin_commit(a) is False
+    assert lease_a.begin_commit() == "cancelled"
     assert coordination.cancel_requested(a) == "ops"
-    assert coordination.begin_commit(b) is True
-    assert coordination.request_cancel(b, "ops") == "committing"
-    coordination.end_commit(b)
-    assert coordination.request_cancel(b, "ops") == "requested"
+    with lease_a:
+        pass
+    with coordination.admit(f"job-{b}", b, 1, "me", 10).lease as lease_b:  # type: ignore[union-attr]
+        assert lease_b.begin_commit() == "open"
+        assert coordination.request_cancel(b, "ops") == "committing"
+    assert coordination.request_cancel(b, "ops") == "requested"  # the release cleared it
     assert coordination.admit("job", a, 1, "me", 10).status == "cancelled"
     done = str(uuid.uuid4())
     client.set(f"slurp:done:{done}", "1")
     assert coordination.request_cancel(done, "ops") == "done"
+    c = str(uuid.uuid4())
+    lease_c = coordination.admit(f"job-{c}", c, 1, "me", 10).lease
+    assert lease_c is not None
+    client.set(f"slurp:lease:job-{c}", "someone else")  # expired and taken over
+    assert lease_c.begin_commit() == "lost"
+    assert coordination.request_cancel(c, "ops") == "requested"  # never marked committing
 
 
 # -- in-process: the interrupts themselves ---------------------------------------------

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from contracts.events import Event, JobFailed, JobRejected, JobStarted, JobSucceeded
+from contracts.events import Event, JobCancelled, JobFailed, JobRejected, JobStarted, JobSucceeded
 from storage.events import EventLog
-from storage.history import History
+from storage.history import History, _stage, fold
 from storage.store import Store
 
 T0 = datetime(2026, 11, 1, 4, 0, tzinfo=UTC)
@@ -188,3 +188,55 @@ def test_abandoned_then_redelivered_in_any_order(store: Store) -> None:
     )
     history.apply(late_end)
     assert final_doc(history, "late")["status"] == "failed"
+
+
+def _batches() -> list[list[Event]]:
+    """Batches that open a run (hold its first start or a rejection), in many orders."""
+    events = lifecycle()
+    cancelled = JobCancelled(
+        run_id="c", job="users", at=T0 + timedelta(seconds=1), stage="running", requested_by="ann"
+    )
+    shapes: list[list[Event]] = [
+        [JobRejected(run_id="x", job="nope", at=T0, reason="unknown job 'nope'")],
+        [events[0]],
+        [JobStarted(run_id="c", job="users", at=T0, worker="w1"), cancelled],
+        [
+            JobStarted(run_id="f", job="users", at=T0, params={"day": "mon"}, force=True),
+            JobFailed(run_id="f", job="users", at=T0, error_type="E", message="m", duration_s=1),
+        ],
+    ]
+    for size in range(1, len(events) + 1):
+        for order in itertools.permutations(events, size):
+            if events[0] in order:
+                shapes.append(list(order))
+    return shapes
+
+
+def test_a_batch_opening_a_run_is_inserted_as_the_pipeline_would_write_it(store: Store) -> None:
+    """The insert path (``fold``) gives exactly the document of the pipeline update."""
+    history = History(store)
+    raw = store.db["slurp_history"]
+    for n, batch in enumerate(_batches()):
+        ours, theirs = f"fold-{n}", f"pipeline-{n}"
+        history.apply_many([e.model_copy(update={"run_id": ours}) for e in batch])
+        stages = [_stage(e.model_copy(update={"run_id": theirs})) for e in batch]
+        raw.update_one({"_id": theirs}, stages, upsert=True)
+        assert {**final_doc(history, ours), "_id": theirs} == final_doc(history, theirs), batch
+    # The run has a document already: the insert fails on _id, the update applies it.
+    history.apply_many(lifecycle("again")[:2])
+    history.apply_many(lifecycle("again"))
+    assert {**final_doc(history, "again"), "_id": "run-1"} == _applied_one_by_one(store)
+
+
+def _applied_one_by_one(store: Store) -> dict[str, object]:
+    history = History(store)
+    for event in lifecycle("one-by-one"):
+        history.apply(event)
+    return {**final_doc(history, "one-by-one"), "_id": "run-1"}
+
+
+def test_fold_refuses_operators_it_does_not_know() -> None:
+    with pytest.raises(ValueError, match=r"\$concat"):
+        fold("r", [{"$set": {"a": {"$concat": ["x", "y"]}}}])
+    with pytest.raises(ValueError, match="set stages only"):
+        fold("r", [{"$unset": "a"}])

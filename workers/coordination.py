@@ -10,9 +10,10 @@ the lease, ``Lease.mark_done``).
 Cancelling: ``request_cancel`` marks a run cancelled unless it is done or committing;
 ``admit`` refuses a run marked cancelled (a queued run is skipped), a running run
 sees the mark through ``cancel_requested`` (at batch boundaries and from a watcher
-thread), and ``begin_commit`` is the last gate: in one atomic step it refuses a
-cancelled run or marks it committing, after which ``request_cancel`` is refused. So
-a commit either completes or never starts, whatever the timing.
+thread), and the lease's ``begin_commit`` is the last gate: in one atomic step it
+checks the lease is still the run's, refuses a cancelled run or marks it committing,
+after which ``request_cancel`` is refused (the release clears the mark). So a commit
+either completes or never starts, whatever the timing.
 
 ``RedisCoordination`` is the real thing, shared by every worker on every host.
 ``LocalCoordination`` does the same inside one process (``slurp dev`` and manual
@@ -31,7 +32,15 @@ from typing import Literal, Protocol
 
 import redis
 
-from workers.lease import JobLease, done_key, lease_key, run_of_token
+from workers.lease import (
+    CommitGate,
+    JobLease,
+    cancel_key,
+    committing_key,
+    done_key,
+    lease_key,
+    run_of_token,
+)
 
 __all__ = [
     "Admission",
@@ -45,8 +54,6 @@ __all__ = [
 
 #: Lifetime of the per-run markers in Redis (success, start counts, cancel requests).
 MARKER_TTL_S = 30 * 86_400
-#: Lifetime of a run's "committing" marker if its worker dies before removing it.
-COMMITTING_TTL_S = 3600
 
 #: What ``request_cancel`` did: ``requested`` (the run stops or is skipped), or refused
 #: because the run is ``committing`` (it completes) or ``done`` (it succeeded).
@@ -70,25 +77,14 @@ if redis.call('exists', KEYS[2]) == 1 then return 'committing' end
 redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return 'requested'
 """
-#: KEYS: cancel marker, committing marker. ARGV: committing ttl (s). 1: may commit.
-_BEGIN_COMMIT = """
-if redis.call('exists', KEYS[1]) == 1 then return 0 end
-redis.call('set', KEYS[2], '1', 'EX', ARGV[1])
-return 1
-"""
-
-
-def cancel_key(run_id: str) -> str:
-    """The Redis key marking ``run_id`` cancelled (its value: who asked)."""
-    return f"slurp:cancel:{run_id}"
-
-
-def _committing_key(run_id: str) -> str:
-    return f"slurp:committing:{run_id}"
 
 
 class Lease(Protocol):
     def held(self) -> bool: ...
+    def begin_commit(self) -> CommitGate:
+        """Atomically: the lease is still the run's, the run is not cancelled, and it
+        is marked committing (a cancel is refused until the release)."""
+
     def mark_done(self) -> None:
         """The run succeeded: mark it done, at the latest atomically with the release."""
 
@@ -121,14 +117,6 @@ class Coordination(Protocol):
     def cancel_requested(self, run_id: str) -> str | None:
         """Who cancelled ``run_id`` ('' if unknown); None if nobody did."""
 
-    def begin_commit(self, run_id: str) -> bool:
-        """Atomically: False if ``run_id`` was cancelled; else mark it committing (a
-        cancel is refused from now on) and return True."""
-
-    def end_commit(self, run_id: str) -> None:
-        """The commit of ``run_id`` is over (done or failed): it may be cancelled again
-        if it is retried."""
-
     def lease_run(self, job: str) -> str | None:
         """The run id holding ``job``'s lease right now (None: nobody)."""
 
@@ -140,7 +128,6 @@ class RedisCoordination:
         self.client = client
         self._admit = client.register_script(_ADMIT)
         self._request_cancel = client.register_script(_REQUEST_CANCEL)
-        self._begin_commit = client.register_script(_BEGIN_COMMIT)
 
     def admit(self, job: str, run_id: str, attempt: int, holder: str, ttl_s: float) -> Admission:
         lease = JobLease(self.client, job, holder, ttl_s, run_id=run_id)
@@ -158,7 +145,7 @@ class RedisCoordination:
         return run_of_token(self.client.get(lease_key(job)))
 
     def request_cancel(self, run_id: str, by: str) -> CancelAnswer:
-        keys = [cancel_key(run_id), _committing_key(run_id), done_key(run_id)]
+        keys = [cancel_key(run_id), committing_key(run_id), done_key(run_id)]
         answer = self._request_cancel(keys=keys, args=[by, MARKER_TTL_S])
         text = answer.decode() if isinstance(answer, bytes) else str(answer)
         assert text in ("requested", "committing", "done")
@@ -169,13 +156,6 @@ class RedisCoordination:
         if value is None:
             return None
         return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-    def begin_commit(self, run_id: str) -> bool:
-        keys = [cancel_key(run_id), _committing_key(run_id)]
-        return bool(self._begin_commit(keys=keys, args=[COMMITTING_TTL_S]))
-
-    def end_commit(self, run_id: str) -> None:
-        self.client.delete(_committing_key(run_id))
 
     def publish_progress(self, run_id: str, fields: Mapping[str, int]) -> None:
         key = f"slurp:progress:{run_id}"
@@ -196,6 +176,15 @@ class _LocalLease:
         with self.owner.lock:
             return self.owner.leases.get(self.job, (None, ""))[0] is self.token
 
+    def begin_commit(self) -> CommitGate:
+        with self.owner.lock:
+            if self.owner.leases.get(self.job, (None, ""))[0] is not self.token:
+                return "lost"
+            if self.run_id in self.owner.cancelled:
+                return "cancelled"
+            self.owner.committing.add(self.run_id)
+            return "open"
+
     def mark_done(self) -> None:
         with self.owner.lock:
             self.owner.done.add(self.run_id)
@@ -207,6 +196,7 @@ class _LocalLease:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         with self.owner.lock:
+            self.owner.committing.discard(self.run_id)
             if self.owner.leases.get(self.job, (None, ""))[0] is self.token:
                 del self.owner.leases[self.job]
 
@@ -255,17 +245,6 @@ class LocalCoordination:
     def cancel_requested(self, run_id: str) -> str | None:
         with self.lock:
             return self.cancelled.get(run_id)
-
-    def begin_commit(self, run_id: str) -> bool:
-        with self.lock:
-            if run_id in self.cancelled:
-                return False
-            self.committing.add(run_id)
-            return True
-
-    def end_commit(self, run_id: str) -> None:
-        with self.lock:
-            self.committing.discard(run_id)
 
     def publish_progress(self, run_id: str, fields: Mapping[str, int]) -> None:
         with self.lock:

@@ -6,8 +6,13 @@ the run id (``<run_id>|<holder>|<random>``) so anyone can tell which run holds a
 The holder renews it
 every ``ttl / 3`` from a background thread (compare-and-expire in Lua, so only the
 holder can renew or release it). If the holder process dies, the lease expires after
-at most ``ttl_s`` and the job's next message can run. A run checks ``held()`` right
-before committing; a lease lost in between (e.g. a stalled process) aborts the run.
+at most ``ttl_s`` and the job's next message can run.
+
+Right before committing, a run passes ``begin_commit``, one script: the lease must
+still be the run's (a lease lost meanwhile, e.g. by a stalled process, aborts the
+run), the run must not be cancelled, and it is marked committing (cancel requests are
+refused from then on). The release clears that mark and, for a run that succeeded,
+sets its done marker, in the same step.
 """
 
 from __future__ import annotations
@@ -16,10 +21,21 @@ import logging
 import threading
 import uuid
 from types import TracebackType
+from typing import Literal
 
 import redis
 
-__all__ = ["DONE_MARKER_TTL_S", "JobLease", "done_key", "lease_key", "run_of_token"]
+__all__ = [
+    "COMMITTING_TTL_S",
+    "DONE_MARKER_TTL_S",
+    "CommitGate",
+    "JobLease",
+    "cancel_key",
+    "committing_key",
+    "done_key",
+    "lease_key",
+    "run_of_token",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -29,17 +45,33 @@ if redis.call('get', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
-#: KEYS: lease, the run's done marker. ARGV: token, "1" to mark the run done, the
-#: marker's ttl (s). The marker is set before the lease goes, in one step.
+#: KEYS: lease, the run's done marker, its committing marker. ARGV: token, "1" to
+#: mark the run done, the done marker's ttl (s). The done marker is set and the
+#: committing marker cleared before the lease goes, in one step.
 _RELEASE = """
 if ARGV[2] == '1' then
   redis.call('set', KEYS[2], '1', 'EX', ARGV[3])
 end
+redis.call('del', KEYS[3])
 if redis.call('get', KEYS[1]) == ARGV[1] then
   return redis.call('del', KEYS[1])
 end
 return 0
 """
+#: KEYS: lease, the run's cancel marker, its committing marker. ARGV: token, the
+#: committing marker's ttl (s). Returns the ``CommitGate``.
+_BEGIN_COMMIT = """
+if redis.call('get', KEYS[1]) ~= ARGV[1] then return 'lost' end
+if redis.call('exists', KEYS[2]) == 1 then return 'cancelled' end
+redis.call('set', KEYS[3], '1', 'EX', ARGV[2])
+return 'open'
+"""
+#: What ``begin_commit`` found: ``open`` (commit; a cancel is refused from now on),
+#: ``cancelled`` (an operator cancelled the run) or ``lost`` (the lease is not the
+#: run's any more).
+CommitGate = Literal["open", "cancelled", "lost"]
+#: Lifetime of a run's "committing" marker if its worker dies before clearing it.
+COMMITTING_TTL_S = 3600
 #: Lifetime of a run's done marker (duplicates of the run arriving later are skipped).
 DONE_MARKER_TTL_S = 30 * 86_400
 
@@ -50,6 +82,15 @@ def lease_key(job: str) -> str:
 
 def done_key(run_id: str) -> str:
     return f"slurp:done:{run_id}"
+
+
+def cancel_key(run_id: str) -> str:
+    """The Redis key marking ``run_id`` cancelled (its value: who asked)."""
+    return f"slurp:cancel:{run_id}"
+
+
+def committing_key(run_id: str) -> str:
+    return f"slurp:committing:{run_id}"
 
 
 def run_of_token(token: str | bytes | None) -> str | None:
@@ -72,6 +113,7 @@ class JobLease:
         self.key = lease_key(job)
         self.token = f"{run_id}|{holder}|{uuid.uuid4().hex[:8]}"
         self.done_key = done_key(run_id)
+        self.run_id = run_id
         self.done = False
         self.ttl_ms = max(int(ttl_s * 1000), 100)
         self.lost = threading.Event()
@@ -96,6 +138,21 @@ class JobLease:
             self.lost.set()
         return ok
 
+    def begin_commit(self) -> CommitGate:
+        """One atomic step: the lease is still ours, the run is not cancelled, and it
+        is marked committing (until the release)."""
+        if self.lost.is_set():
+            return "lost"
+        keys = [self.key, cancel_key(self.run_id), committing_key(self.run_id)]
+        answer = self.client.register_script(_BEGIN_COMMIT)(
+            keys=keys, args=[self.token, COMMITTING_TTL_S]
+        )
+        gate = answer.decode() if isinstance(answer, bytes) else str(answer)
+        assert gate in ("open", "cancelled", "lost"), gate
+        if gate == "lost":
+            self.lost.set()
+        return gate  # type: ignore[return-value]
+
     def mark_done(self) -> None:
         """The run succeeded: its done marker is set when the lease is released, in the
         same atomic step (a copy of the run admitted later finds it done)."""
@@ -106,7 +163,7 @@ class JobLease:
         # ttl/3): a renewal racing the release finds the token gone and changes nothing.
         self._stop.set()
         try:
-            keys = [self.key, self.done_key]
+            keys = [self.key, self.done_key, committing_key(self.run_id)]
             args = [self.token, "1" if self.done else "0", DONE_MARKER_TTL_S]
             self.client.register_script(_RELEASE)(keys=keys, args=args)
         except redis.RedisError:  # it expires on its own

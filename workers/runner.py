@@ -17,9 +17,9 @@ path is testable in-process. The steps, each recorded in the event log:
    together with its end: ``AttemptReport``); stream the records into the collection
    strategy, each batch shown to the job's guards (``storage.guards``; none when the
    message says ``force``); after the slurp the guards check the whole output, then
-   the lease is checked and the commit gate passed (``Coordination.begin_commit``:
-   from here on a cancel is refused and the commit completes); the run is marked
-   done in the step that releases the lease;
+   the commit gate is passed (``Lease.begin_commit``, one step: the lease is still
+   the run's and the run not cancelled; from here on a cancel is refused and the
+   commit completes); the run is marked done in the step that releases the lease;
 4. ``JobSucceeded`` (with the commit's change statistics) or ``JobFailed`` (with
    ``will_retry`` decided by the failure's kind, the job's retry policy, and whether
    this runner can retry at all: runs inside a CLI process cannot, so they end
@@ -265,10 +265,11 @@ class Runner:
 
         def before_commit() -> None:
             nonlocal committing
-            if not lease.held():
-                raise LeaseLost(f"the lease on job {job.name!r} expired during the run")
             token.check()
-            if not self.coord.begin_commit(run.run_id):  # cancelled at the last moment
+            gate = lease.begin_commit()
+            if gate == "lost":
+                raise LeaseLost(f"the lease on job {job.name!r} expired during the run")
+            if gate == "cancelled":  # cancelled at the last moment
                 raise RunCancelled(f"run {run.run_id} was cancelled")
             committing = True  # from here on a cancel is refused: the commit completes
 
@@ -297,9 +298,6 @@ class Runner:
             if not committing and (token.cancelled or isinstance(exc, RunCancelled)):
                 return self._cancelled_running(run, job, attempt, delivery, report, started, watch)
             self._failed(run, job, attempt, delivery, report, started, exc)
-        finally:
-            if committing:
-                self.coord.end_commit(run.run_id)
         session.commit()
         lease.mark_done()
         report.end(
