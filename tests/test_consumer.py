@@ -1,6 +1,6 @@
-"""``TotalRedisConsumer`` polling on a real redis-server: an acknowledgement ends the
-consumer's back-off, so the next message is fetched as soon as a worker thread is
-free, not after the rest of a back-off that grew while the run executed."""
+"""``TotalRedisConsumer`` waiting on a real redis-server: an empty consumer blocks in
+Redis until a message is published (no polling back-off), and one holding its full
+prefetch fetches again as soon as one of its messages is acknowledged."""
 
 from __future__ import annotations
 
@@ -35,37 +35,62 @@ def _next_in_thread(consumer: TotalRedisConsumer) -> tuple[threading.Thread, lis
     return thread, out
 
 
-def test_an_ack_ends_the_back_off_and_resets_it(redis_url: str) -> None:
+def test_a_message_published_to_an_idle_consumer_is_fetched_at_once(redis_url: str) -> None:
+    """The empty consumer blocks in Redis until a message comes (dramatiq's polling
+    would sleep up to the 120 s timeout after enough misses), and the message is
+    left in the queue, in order, for the fetch."""
     broker = _broker(redis_url)
-    consumer = broker.consume("q", prefetch=2, timeout=120_000)
+    consumer = broker.consume("q", prefetch=3, timeout=120_000)
     try:
-        _enqueue(broker)
-        message = next(consumer)
-        assert message is not None
-        consumer.misses = 40  # the next empty fetch backs off 60-120 s
+        consumer.misses = 40  # what an idle hour of polling would have reached
         waiting, out = _next_in_thread(consumer)
         waiting.join(0.2)
-        assert waiting.is_alive(), "an empty fetch backs off"
-        consumer.ack(message)  # a worker thread finished the run
+        assert waiting.is_alive(), "an empty queue is waited on"
+        ids = []
+        for _ in range(3):
+            message = dramatiq.Message(
+                queue_name="q", actor_name=ACTOR, args=(), kwargs={}, options={}
+            )
+            broker.enqueue(message)
+            ids.append(message.message_id)
         waiting.join(30)
-        assert not waiting.is_alive(), "the ack did not end the back-off"
-        assert out == [None] and consumer.misses == 0
-        # The next message is fetched at once, with no back-off left over.
-        _enqueue(broker)
-        assert next(consumer) is not None
+        assert not waiting.is_alive(), "the published message did not end the wait"
+        assert out == [None]
+        fetched = [next(consumer) for _ in range(3)]
+        assert [m.message_id for m in fetched if m is not None] == ids
     finally:
         consumer.close()
         broker.close()
 
 
-def test_a_nack_also_ends_the_back_off(redis_url: str) -> None:
+def test_with_its_prefetch_full_an_ack_lets_the_consumer_fetch_again(redis_url: str) -> None:
     broker = _broker(redis_url)
-    consumer = broker.consume("q", prefetch=2, timeout=120_000)
+    consumer = broker.consume("q", prefetch=1, timeout=120_000)
     try:
         _enqueue(broker)
         message = next(consumer)
         assert message is not None
-        consumer.misses = 40
+        _enqueue(broker)  # waiting, but the consumer may hold only one message
+        waiting, out = _next_in_thread(consumer)
+        waiting.join(0.2)
+        assert waiting.is_alive(), "a full prefetch waits for a free worker thread"
+        consumer.ack(message)  # a worker thread finished the run
+        waiting.join(30)
+        assert not waiting.is_alive(), "the ack did not end the wait"
+        assert out == [None]
+        assert next(consumer) is not None  # fetched at once
+    finally:
+        consumer.close()
+        broker.close()
+
+
+def test_a_nack_also_frees_the_prefetch(redis_url: str) -> None:
+    broker = _broker(redis_url)
+    consumer = broker.consume("q", prefetch=1, timeout=120_000)
+    try:
+        _enqueue(broker)
+        message = next(consumer)
+        assert message is not None
         waiting, out = _next_in_thread(consumer)
         message.fail()
         consumer.nack(message)

@@ -15,11 +15,15 @@ message is then acknowledged by dramatiq's own ``ack``/``nack``, whatever it hel
 Maintenance (requeueing dead workers' messages) still runs through dramatiq's
 ``dispatch.lua``, with the broker's ``maintenance_chance`` per fetch.
 
-Polling: like dramatiq's, an empty fetch backs off exponentially (up to the worker
-timeout), but the wait is cut short when a message of this consumer is acknowledged
-or rejected: a worker thread just became free, so the next message is fetched at
-once instead of after the rest of a back-off that grew while the run executed. Back-
-to-back runs start without polling delay; an idle worker costs no extra fetches.
+Waiting, instead of dramatiq's polling: when a fetch finds the queue empty, the
+consumer blocks in Redis until a message is pushed (``BLMOVE queue queue RIGHT RIGHT``:
+a no-op rotation of the list that returns as soon as it holds an element, and leaves
+it in place for ``FETCH_SCRIPT`` to take), for at most the worker timeout. A message
+published to an idle worker is thus picked up at once, where dramatiq's exponential
+back-off waits up to the worker timeout (1 s by default); an idle consumer costs one
+command per timeout. When the consumer holds its full prefetch, it waits instead for
+one of its messages to be acknowledged or rejected (a worker thread became free),
+then fetches at once.
 
 Wire format and key layout are unchanged: publishers and dramatiq's ``enqueue`` are
 untouched, and a worker with this broker interoperates with plain dramatiq workers.
@@ -27,6 +31,7 @@ untouched, and a worker with this broker interoperates with plain dramatiq worke
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import uuid
 from collections import deque
@@ -35,7 +40,7 @@ from typing import Any
 import redis
 from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
-from dramatiq.common import compute_backoff, current_millis
+from dramatiq.common import current_millis
 from dramatiq.errors import ConnectionClosed
 
 from workers.decoding import MessageDecoder
@@ -116,13 +121,19 @@ class TotalRedisConsumer(_RedisConsumer):
                     if fetched:
                         self.fetched.extend(fetched)
                         continue
-                self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
-                if self.freed.wait(backoff_ms / 1000):
+                    self._await_message()
+                elif self.freed.wait(self.timeout / 1000):
                     self.freed.clear()
-                    self.misses = 0
                 return None
         except redis.ConnectionError as exc:
             raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
+
+    def _await_message(self) -> None:
+        """Block until the queue holds a message (or the worker timeout passes)."""
+        queue = self.keys[0]
+        # A socket_timeout shorter than the wait ends it early: look again.
+        with contextlib.suppress(redis.TimeoutError):
+            self.broker.client.blmove(queue, queue, self.timeout / 1000, "RIGHT", "RIGHT")
 
     def ack(self, message: MessageProxy) -> None:
         try:
