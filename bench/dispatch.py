@@ -4,13 +4,20 @@ doing only the useful work (read the job, insert the record, write a history doc
 same run and printed as ratios.
 
 - latency: runs published one at a time, publish-to-acknowledged, median and spread;
-- throughput: ``--runs`` published at once, with 1 and 2 worker processes.
+- throughput: ``--runs`` published at once, with 1 and 2 worker processes; with the
+  CPU seconds per run of the worker processes and of the database server (when the
+  benchmark started it), read from /proc: on a 2-core machine the single-process,
+  GIL-bound SecantusDB is the ceiling (runs/s <= 1 / its CPU per run), so the
+  workers' own CPU per run is what shows whether more processes would scale.
 
-Completion is read in Redis (the queue's message hash empties as messages are
+These machines are noisy (the same run varies by a third from one minute to the
+next): each measurement is repeated ``--repeat`` times, slurp and the baseline
+alternating, and the ratios are the medians of the per-repeat ratios, with their
+range. Completion is read in Redis (the queue's message hash empties as messages are
 acknowledged; slurp acknowledges a run after its history is written), never by
 polling the database under test. slurp's metrics are on, as deployed.
 
-    .venv/bin/python -m bench.dispatch [--runs 400] [--latency 40] [--threads 4]
+    .venv/bin/python -m bench.dispatch [--runs 300] [--latency 40] [--threads 4] [--repeat 3]
 
 Starts its own redis-server and SecantusDB (or uses SLURP_TEST_MONGO_URL).
 """
@@ -26,6 +33,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import dramatiq
@@ -79,17 +87,46 @@ class Target:
         finally:
             _stop(proc)
 
-    def rate(self, count: int, processes: int) -> float:
+    def rate(self, count: int, processes: int, db_pid: int | None) -> Rate:
         for n in range(count):
             self.publish(n)
         proc = self.start(processes)
         try:
             _wait(lambda: self.pending() < count, 120)
+            workers = _process_tree(proc.pid)
+            cpu0, db0 = _cpu_s(workers), _cpu_s([db_pid] if db_pid else [])
             start, first = time.perf_counter(), self.pending()
             _wait(lambda: self.pending() == 0, 1200)
-            return first / (time.perf_counter() - start)
+            elapsed = time.perf_counter() - start
+            cpu, db = _cpu_s(workers) - cpu0, _cpu_s([db_pid] if db_pid else []) - db0
+            return Rate(first / elapsed, cpu / first * 1000, db / first * 1000)
         finally:
             _stop(proc)
+
+
+@dataclass(frozen=True)
+class Rate:
+    runs_per_s: float
+    worker_cpu_ms: float  # per run, every worker process
+    db_cpu_ms: float  # per run, the database server (0 if not ours)
+
+
+def _process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (dramatiq's worker processes)."""
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return [pid, *(p for c in children.stdout.split() for p in _process_tree(int(c)))]
+
+
+def _cpu_s(pids: list[int]) -> float:
+    """User + system CPU seconds of ``pids`` so far (0 for one that is gone)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -143,11 +180,16 @@ def _spread(times: list[float]) -> str:
     return f"median {statistics.median(ms):6.1f} ms (p10 {q[0]:.1f}, p90 {q[-1]:.1f})"
 
 
+def _summary(ratios: list[float]) -> str:
+    return f"{statistics.median(ratios):.2f}x (range {min(ratios):.2f}-{max(ratios):.2f})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=400)
+    parser.add_argument("--runs", type=int, default=300)
     parser.add_argument("--latency", type=int, default=40)
     parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     redis_server = RedisServer().start()
     mongo_server = None
@@ -155,6 +197,7 @@ def main() -> None:
     if not mongo_url:
         mongo_server = SecantusServer().start()
         mongo_url = mongo_server.url
+    db_pid = mongo_server.pid if mongo_server is not None else None
     try:
         settings = Settings.model_validate({
             "redis_url": redis_server.url, "mongo_url": mongo_url, "mongo_db": "bench",
@@ -170,25 +213,45 @@ def main() -> None:
             }))  # fmt: skip
         ours = slurp(settings)
         base = baseline(redis_server.url, mongo_url, "bench", args.threads)
-        print(f"latency, {args.latency} runs one at a time, 1 process:")
-        lat_base = base.latency_s(args.latency)
-        lat_ours = ours.latency_s(args.latency)
-        print(f"  {base.name:18s} {_spread(lat_base)}")
-        print(f"  {ours.name:18s} {_spread(lat_ours)}")
-        ratio = statistics.median(lat_ours) / statistics.median(lat_base)
-        print(f"  slurp / baseline median latency: {ratio:.2f}x (target <= 1.3x)")
-        rates: dict[tuple[str, int], float] = {}
-        for processes in (1, 2):
+        latency: list[float] = []
+        rate_ratio: dict[int, list[float]] = {1: [], 2: []}
+        scale: dict[str, list[float]] = {base.name: [], ours.name: []}
+        for rep in range(1, args.repeat + 1):
+            print(f"repeat {rep}/{args.repeat}:")
+            lat_base = base.latency_s(args.latency)
+            lat_ours = ours.latency_s(args.latency)
+            print(f"  latency, {args.latency} runs one at a time, 1 process:")
+            print(f"    {base.name:18s} {_spread(lat_base)}")
+            print(f"    {ours.name:18s} {_spread(lat_ours)}")
+            latency.append(statistics.median(lat_ours) / statistics.median(lat_base))
+            rates: dict[tuple[str, int], Rate] = {}
+            for processes in (1, 2):
+                for target in (base, ours):
+                    rate = rates[(target.name, processes)] = target.rate(
+                        args.runs, processes, db_pid
+                    )
+                    print(f"  throughput, {args.runs} runs, {processes} process(es) x "
+                          f"{args.threads} threads: {target.name:18s} {rate.runs_per_s:6.1f}/s; "
+                          f"CPU per run: workers {rate.worker_cpu_ms:5.2f} ms, "
+                          f"database {rate.db_cpu_ms:5.2f} ms")  # fmt: skip
+                rate_ratio[processes].append(
+                    rates[(ours.name, processes)].runs_per_s
+                    / rates[(base.name, processes)].runs_per_s
+                )
             for target in (base, ours):
-                rate = rates[(target.name, processes)] = target.rate(args.runs, processes)
-                print(f"throughput, {args.runs} runs, {processes} process(es) x {args.threads} "
-                      f"threads: {target.name:18s} {rate:7.1f}/s")  # fmt: skip
+                two, one = rates[(target.name, 2)], rates[(target.name, 1)]
+                scale[target.name].append(two.runs_per_s / one.runs_per_s)
+                if one.db_cpu_ms:
+                    print(f"  {target.name}: database ceiling 1/{one.db_cpu_ms:.2f} ms = "
+                          f"{1000 / one.db_cpu_ms:.0f} runs/s; worker CPU per run, 2 processes "
+                          f"/ 1: {two.worker_cpu_ms / one.worker_cpu_ms:.2f}x")  # fmt: skip
+        print(f"medians over {args.repeat} repeats (slurp and baseline alternating):")
+        print(f"  slurp / baseline median latency: {_summary(latency)} (target <= 1.3x)")
         for processes in (1, 2):
-            r = rates[(ours.name, processes)] / rates[(base.name, processes)]
-            print(f"  slurp / baseline runs/s, {processes} process(es): {r:.2f}x (target >= 0.5x)")
-        for target in (base, ours):
-            scale = rates[(target.name, 2)] / rates[(target.name, 1)]
-            print(f"  {target.name}: 2 processes / 1 = {scale:.2f}x")
+            print(f"  slurp / baseline runs/s, {processes} process(es): "
+                  f"{_summary(rate_ratio[processes])} (target >= 0.5x)")  # fmt: skip
+        for name, values in scale.items():
+            print(f"  {name}: 2 processes / 1 = {_summary(values)}")
         store.close()
     finally:
         redis_server.close()

@@ -113,6 +113,11 @@ class LocalServer:
             f"{self.program} did not listen within {timeout_s}s:\n{self.log_tail()}"
         )
 
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs (benchmarks read its CPU time)."""
+        return self._process.pid if self._process is not None else None
+
     def stop(self, timeout_s: float = DEFAULT_STOP_TIMEOUT_S) -> None:
         """Terminate the process (kill it if it lingers); safe to call twice."""
         process, self._process = self._process, None
