@@ -12,8 +12,9 @@ same run and printed as ratios.
 
 These machines are noisy (the same run varies by a third from one minute to the
 next): each measurement is repeated ``--repeat`` times, slurp and the baseline
-alternating, and the ratios are the medians of the per-repeat ratios, with their
-range. Completion is read in Redis (the queue's message hash empties as messages are
+alternating, each on a fresh database server (SecantusDB slows down as one server
+takes run after run), and the ratios are the medians of the per-repeat ratios, with
+their range. Completion is read in Redis (the queue's message hash empties as messages are
 acknowledged; slurp acknowledges a run after its history is written), never by
 polling the database under test. slurp's metrics are on, as deployed.
 
@@ -32,7 +33,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -184,6 +186,35 @@ def _summary(ratios: list[float]) -> str:
     return f"{statistics.median(ratios):.2f}x (range {min(ratios):.2f}-{max(ratios):.2f})"
 
 
+@contextmanager
+def _database(external: str | None) -> Iterator[tuple[str, int | None]]:
+    """A fresh database with the ``JOBS`` tiny jobs registered: (url, server pid, None
+    when external). SecantusDB slows down as one server takes run after run (its CPU
+    per run grew 3-7x over a few thousand runs here), so every measurement gets a
+    server of its own and none inherits the cost of the ones before it."""
+    server = None
+    if external:
+        url = external
+        connect(url, "bench").client.drop_database("bench")
+    else:
+        server = SecantusServer().start()
+        url = server.url
+    try:
+        store = connect(url, "bench")
+        registry = JobRegistry(store)
+        for n in range(JOBS):
+            registry.put(JobDefinition.model_validate({
+                "name": f"tiny{n}",
+                "datasources": [{"name": "rows", "type": "inline", "records": [{"id": n}]}],
+                "collection": {"type": "upserted", "name": f"tiny{n}", "upsert_key": "id"},
+            }))  # fmt: skip
+        store.close()
+        yield url, server.pid if server is not None else None
+    finally:
+        if server is not None:
+            server.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=300)
@@ -192,71 +223,61 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     redis_server = RedisServer().start()
-    mongo_server = None
-    mongo_url = os.environ.get("SLURP_TEST_MONGO_URL")
-    if not mongo_url:
-        mongo_server = SecantusServer().start()
-        mongo_url = mongo_server.url
-    db_pid = mongo_server.pid if mongo_server is not None else None
-    try:
-        settings = Settings.model_validate({
+    external = os.environ.get("SLURP_TEST_MONGO_URL")
+    names = ("3-operation actor", "slurp tiny run")
+
+    def target(name: str, mongo_url: str) -> Target:
+        if name == names[0]:
+            return baseline(redis_server.url, mongo_url, "bench", args.threads)
+        return slurp(Settings.model_validate({
             "redis_url": redis_server.url, "mongo_url": mongo_url, "mongo_db": "bench",
             "queue_name": "bench", "metrics_port": 0, "worker_threads": args.threads,
-        })  # fmt: skip
-        store = connect(mongo_url, "bench")
-        registry = JobRegistry(store)
-        for n in range(JOBS):
-            registry.put(JobDefinition.model_validate({
-                "name": f"tiny{n}",
-                "datasources": [{"name": "rows", "type": "inline", "records": [{"id": n}]}],
-                "collection": {"type": "upserted", "name": f"tiny{n}", "upsert_key": "id"},
-            }))  # fmt: skip
-        ours = slurp(settings)
-        base = baseline(redis_server.url, mongo_url, "bench", args.threads)
+        }))  # fmt: skip
+
+    try:
         latency: list[float] = []
         rate_ratio: dict[int, list[float]] = {1: [], 2: []}
-        scale: dict[str, list[float]] = {base.name: [], ours.name: []}
+        scale: dict[str, list[float]] = {name: [] for name in names}
         for rep in range(1, args.repeat + 1):
             print(f"repeat {rep}/{args.repeat}:")
-            lat_base = base.latency_s(args.latency)
-            lat_ours = ours.latency_s(args.latency)
             print(f"  latency, {args.latency} runs one at a time, 1 process:")
-            print(f"    {base.name:18s} {_spread(lat_base)}")
-            print(f"    {ours.name:18s} {_spread(lat_ours)}")
-            latency.append(statistics.median(lat_ours) / statistics.median(lat_base))
+            medians = {}
+            for name in names:
+                with _database(external) as (mongo_url, _):
+                    times = target(name, mongo_url).latency_s(args.latency)
+                medians[name] = statistics.median(times)
+                print(f"    {name:18s} {_spread(times)}")
+            latency.append(medians[names[1]] / medians[names[0]])
             rates: dict[tuple[str, int], Rate] = {}
             for processes in (1, 2):
-                for target in (base, ours):
-                    rate = rates[(target.name, processes)] = target.rate(
-                        args.runs, processes, db_pid
-                    )
+                for name in names:
+                    with _database(external) as (mongo_url, db_pid):
+                        rate = target(name, mongo_url).rate(args.runs, processes, db_pid)
+                    rates[(name, processes)] = rate
                     print(f"  throughput, {args.runs} runs, {processes} process(es) x "
-                          f"{args.threads} threads: {target.name:18s} {rate.runs_per_s:6.1f}/s; "
+                          f"{args.threads} threads: {name:18s} {rate.runs_per_s:6.1f}/s; "
                           f"CPU per run: workers {rate.worker_cpu_ms:5.2f} ms, "
                           f"database {rate.db_cpu_ms:5.2f} ms")  # fmt: skip
                 rate_ratio[processes].append(
-                    rates[(ours.name, processes)].runs_per_s
-                    / rates[(base.name, processes)].runs_per_s
+                    rates[(names[1], processes)].runs_per_s
+                    / rates[(names[0], processes)].runs_per_s
                 )
-            for target in (base, ours):
-                two, one = rates[(target.name, 2)], rates[(target.name, 1)]
-                scale[target.name].append(two.runs_per_s / one.runs_per_s)
+            for name in names:
+                two, one = rates[(name, 2)], rates[(name, 1)]
+                scale[name].append(two.runs_per_s / one.runs_per_s)
                 if one.db_cpu_ms:
-                    print(f"  {target.name}: database ceiling 1/{one.db_cpu_ms:.2f} ms = "
+                    print(f"  {name}: database ceiling 1/{one.db_cpu_ms:.2f} ms = "
                           f"{1000 / one.db_cpu_ms:.0f} runs/s; worker CPU per run, 2 processes "
                           f"/ 1: {two.worker_cpu_ms / one.worker_cpu_ms:.2f}x")  # fmt: skip
-        print(f"medians over {args.repeat} repeats (slurp and baseline alternating):")
+        print(f"medians over {args.repeat} repeats (each measurement on a fresh database):")
         print(f"  slurp / baseline median latency: {_summary(latency)} (target <= 1.3x)")
         for processes in (1, 2):
             print(f"  slurp / baseline runs/s, {processes} process(es): "
                   f"{_summary(rate_ratio[processes])} (target >= 0.5x)")  # fmt: skip
         for name, values in scale.items():
             print(f"  {name}: 2 processes / 1 = {_summary(values)}")
-        store.close()
     finally:
         redis_server.close()
-        if mongo_server is not None:
-            mongo_server.close()
 
 
 if __name__ == "__main__":
