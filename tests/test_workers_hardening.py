@@ -198,6 +198,11 @@ def test_every_attempt_is_in_the_history(
         assert entry["worker"]
         assert "asked to fail at record 1" in entry["error"]["message"]
     assert first["ended_at"] <= second["started_at"]
+    # The worker's log tells each attempt in order: started before failed.
+    lines = [line for line in worker.log().splitlines() if run.run_id in line]
+    told = [f"{word} (attempt {attempt})" for attempt in (1, 2) for word in ("started", "failed")]
+    positions = [next(i for i, line in enumerate(lines) if said in line) for said in told]
+    assert positions == sorted(positions), lines
 
 
 def test_a_run_whose_worker_died_is_abandoned_then_redelivered(
