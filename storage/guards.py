@@ -27,12 +27,12 @@ duplicates.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from contracts.jobs import Guards
 from storage.errors import GuardFailed
-from storage.records import Record
+from storage.records import MISSING, Record, get_path
 
 __all__ = ["RECORD_GUARDS", "RunGuards"]
 
@@ -40,7 +40,6 @@ __all__ = ["RECORD_GUARDS", "RunGuards"]
 RECORD_GUARDS = ("required_fields", "json_schema", "unique")
 #: Longest problem text kept per violation.
 MAX_PROBLEM_CHARS = 300
-_MISSING = object()
 
 
 class RunGuards:
@@ -82,8 +81,8 @@ class RunGuards:
 
     def _required(self, record: Record, position: int) -> None:
         for path in self.guards.required_fields:
-            value = _lookup(record, path)
-            if value is _MISSING:
+            value = get_path(record, path)
+            if value is MISSING:
                 self._violation("required_fields", position, f"field {path!r} is missing")
             elif value is None:
                 self._violation("required_fields", position, f"field {path!r} is null")
@@ -95,12 +94,12 @@ class RunGuards:
             self._violation("json_schema", position, f"at {where}: {error.message}")
 
     def _unique(self, record: Record, position: int) -> None:
-        values = tuple(_frozen(_lookup(record, path)) for path in self.guards.unique)
+        values = tuple(_frozen(get_path(record, path)) for path in self.guards.unique)
         key = hash(values)
         earlier = self._seen.setdefault(key, position)
         if earlier != position:
             shown = ", ".join(
-                f"{path}={_shown(_lookup(record, path))}" for path in self.guards.unique
+                f"{path}={_shown(get_path(record, path))}" for path in self.guards.unique
             )
             self._violation(
                 "unique", position, f"repeats {shown} of the record at position {earlier}"
@@ -170,19 +169,10 @@ class RunGuards:
             )
 
 
-def _lookup(record: Mapping[str, Any], path: str) -> Any:
-    value: Any = record
-    for part in path.split("."):
-        if not isinstance(value, Mapping) or part not in value:
-            return _MISSING
-        value = value[part]
-    return value
-
-
 def _frozen(value: Any) -> Any:
     """A hashable stand-in for a record value: scalars as they are (booleans tagged, so
     ``true`` is not ``1``), objects and lists as canonical JSON, missing as null."""
-    if value is _MISSING or value is None:
+    if value is MISSING or value is None:
         return None
     if isinstance(value, bool):
         return ("bool", value)
@@ -192,5 +182,5 @@ def _frozen(value: Any) -> Any:
 
 
 def _shown(value: Any) -> str:
-    text = "null" if value is _MISSING else json.dumps(value, default=str)
+    text = "null" if value is MISSING else json.dumps(value, default=str)
     return text if len(text) <= 60 else text[:57] + "..."

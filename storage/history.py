@@ -55,6 +55,7 @@ from contracts.events import (
     JobSucceeded,
 )
 from storage.events import EventLog
+from storage.records import MISSING, get_path
 from storage.store import Doc, Store
 
 __all__ = [
@@ -221,9 +222,6 @@ def _cancel_error(event: JobCancelled) -> Doc:
     return {"type": "cancelled", "message": f"cancelled{who} {when}"}
 
 
-_MISSING: Any = object()
-
-
 def fold(run_id: str, stages: Sequence[Doc]) -> Doc:
     """The document the pipeline ``stages`` make of a run without one (what
     ``update_one({_id: run_id}, stages, upsert=True)`` would store): each stage's
@@ -238,14 +236,14 @@ def fold(run_id: str, stages: Sequence[Doc]) -> Doc:
             raise ValueError(f"fold handles $set stages only, not {list(stage)}")
         values = [(path, _evaluate(expr, doc)) for path, expr in fields.items()]
         for path, value in values:
-            if value is not _MISSING:
+            if value is not MISSING:
                 _set_path(doc, path, value)
     return doc
 
 
 def _evaluate(expr: Any, doc: Doc) -> Any:
     if isinstance(expr, str) and expr.startswith("$"):
-        return _get_path(doc, expr[1:])
+        return get_path(doc, expr[1:])
     if not isinstance(expr, dict):
         return expr
     if len(expr) != 1 or not next(iter(expr)).startswith("$"):
@@ -255,24 +253,15 @@ def _evaluate(expr: Any, doc: Doc) -> Any:
         return arg
     args = [_evaluate(item, doc) for item in arg]
     if op == "$ifNull":
-        return next((a for a in args[:-1] if a is not _MISSING and a is not None), args[-1])
+        return next((a for a in args[:-1] if a is not MISSING and a is not None), args[-1])
     if op in ("$min", "$max"):
-        present = [a for a in args if a is not _MISSING and a is not None]
+        present = [a for a in args if a is not MISSING and a is not None]
         return (min if op == "$min" else max)(present) if present else None
     if op == "$lt":
         return args[0] < args[1]
     if op == "$cond":
         return args[1] if args[0] else args[2]
     raise ValueError(f"fold does not evaluate {op}")
-
-
-def _get_path(doc: Doc, path: str) -> Any:
-    value: Any = doc
-    for part in path.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return _MISSING
-        value = value[part]
-    return value
 
 
 def _set_path(doc: Doc, path: str, value: Any) -> None:

@@ -23,9 +23,12 @@ from typing import Any
 
 from storage.errors import BadRecordError
 
-__all__ = ["Record", "key_of", "normalise"]
+__all__ = ["MISSING", "Record", "get_path", "key_of", "normalise"]
 
 Record = dict[str, Any]
+
+#: What ``get_path`` returns for a path a document does not have (``None`` is a value).
+MISSING: Any = object()
 
 _INT64 = (-(2**63), 2**63 - 1)
 _SCALARS = (str, bool, type(None))
@@ -50,6 +53,17 @@ def normalise(record: object, position: int) -> Record:
         else:
             out[key] = _value(value, position, key)
     return out
+
+
+def get_path(doc: Mapping[str, Any], path: str) -> Any:
+    """The value at the dotted ``path`` of ``doc`` (through nested objects), or
+    ``MISSING``."""
+    value: Any = doc
+    for part in path.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return MISSING
+        value = value[part]
+    return value
 
 
 def key_of(record: Mapping[str, Any], path: str, position: int) -> str | int | float:

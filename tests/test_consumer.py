@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import dramatiq
+from dramatiq.broker import MessageProxy
 
 from workers.consumer import TotalRedisBroker, TotalRedisConsumer
 from workers.decoding import MessageDecoder
@@ -63,14 +66,24 @@ def test_a_message_published_to_an_idle_consumer_is_fetched_at_once(redis_url: s
         broker.close()
 
 
-def test_with_its_prefetch_full_an_ack_lets_the_consumer_fetch_again(redis_url: str) -> None:
+@contextmanager
+def _holding_one_message(redis_url: str) -> Iterator[tuple[TotalRedisConsumer, MessageProxy]]:
+    """A consumer with prefetch 1 that holds one message (no room to fetch more)."""
     broker = _broker(redis_url)
     consumer = broker.consume("q", prefetch=1, timeout=120_000)
     try:
         _enqueue(broker)
         message = next(consumer)
         assert message is not None
-        _enqueue(broker)  # waiting, but the consumer may hold only one message
+        yield consumer, message
+    finally:
+        consumer.close()
+        broker.close()
+
+
+def test_with_its_prefetch_full_an_ack_lets_the_consumer_fetch_again(redis_url: str) -> None:
+    with _holding_one_message(redis_url) as (consumer, message):
+        _enqueue(consumer.broker)  # waiting, but the consumer may hold only one message
         waiting, out = _next_in_thread(consumer)
         waiting.join(0.2)
         assert waiting.is_alive(), "a full prefetch waits for a free worker thread"
@@ -79,23 +92,12 @@ def test_with_its_prefetch_full_an_ack_lets_the_consumer_fetch_again(redis_url: 
         assert not waiting.is_alive(), "the ack did not end the wait"
         assert out == [None]
         assert next(consumer) is not None  # fetched at once
-    finally:
-        consumer.close()
-        broker.close()
 
 
 def test_a_nack_also_frees_the_prefetch(redis_url: str) -> None:
-    broker = _broker(redis_url)
-    consumer = broker.consume("q", prefetch=1, timeout=120_000)
-    try:
-        _enqueue(broker)
-        message = next(consumer)
-        assert message is not None
+    with _holding_one_message(redis_url) as (consumer, message):
         waiting, out = _next_in_thread(consumer)
         message.fail()
         consumer.nack(message)
         waiting.join(30)
         assert not waiting.is_alive() and out == [None]
-    finally:
-        consumer.close()
-        broker.close()

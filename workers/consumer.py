@@ -98,7 +98,7 @@ class TotalRedisConsumer(_RedisConsumer):
             f"{namespace}:__heartbeats__",
         ]
         self.fetch_script = broker.client.register_script(FETCH_SCRIPT)
-        #: Set by ``ack``/``nack`` (worker threads): ends the consumer's back-off.
+        #: Set by ``ack``/``nack`` (worker threads): ends the wait of a full prefetch.
         self.freed = threading.Event()
 
     @property
