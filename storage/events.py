@@ -17,10 +17,16 @@ from pymongo.errors import BulkWriteError
 from contracts.events import EVENT_ADAPTER, Event
 from storage.store import Doc, Store
 
-__all__ = ["EVENTS_COLLECTION", "EventLog"]
+__all__ = ["DUPLICATE_KEY", "EVENTS_COLLECTION", "EventLog", "as_doc"]
 
 EVENTS_COLLECTION = "slurp_events"
-_DUPLICATE_KEY = 11000
+#: MongoDB's error code of a duplicate key (here: an event appended again).
+DUPLICATE_KEY = 11000
+
+
+def as_doc(event: Event) -> Doc:
+    """``event`` as stored: its ``event_id`` is the ``_id``."""
+    return {"_id": event.event_id, **event.model_dump(exclude={"event_id"})}
 
 
 class EventLog:
@@ -42,14 +48,12 @@ class EventLog:
     def append_many(self, events: Sequence[Event]) -> list[bool]:
         """Store ``events`` in one round trip; for each, False if it was stored already
         (same ``event_id``). Raises on any other failure."""
-        docs: list[Doc] = [
-            {"_id": event.event_id, **event.model_dump(exclude={"event_id"})} for event in events
-        ]
+        docs = [as_doc(event) for event in events]
         try:
             self.docs.insert_many(docs, ordered=False)
         except BulkWriteError as exc:
             errors = exc.details.get("writeErrors", [])
-            if any(error.get("code") != _DUPLICATE_KEY for error in errors):
+            if any(error.get("code") != DUPLICATE_KEY for error in errors):
                 raise
             stored = {int(error["index"]) for error in errors}
             return [index not in stored for index in range(len(docs))]

@@ -43,6 +43,7 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import DuplicateKeyError
+from pymongo.operations import InsertOne, UpdateOne
 
 from contracts.base import utcnow
 from contracts.events import (
@@ -62,8 +63,10 @@ __all__ = [
     "HISTORY_COLLECTION",
     "History",
     "RetentionReport",
+    "RunWrite",
     "attempt_key",
     "fold",
+    "plan",
     "step_of",
     "step_order",
 ]
@@ -284,6 +287,38 @@ def _opens_run(events: Sequence[Event]) -> bool:
 
 
 @dataclass(frozen=True)
+class RunWrite:
+    """The write folding a batch of one run's events into its document: an insert of
+    ``document`` (the batch folded in Python) when the batch opens the run, a plain
+    insert costing about half the pipeline update on the embedded server; else, or if
+    that insert finds the document there after all (duplicate ``_id``), the pipeline
+    update of ``stages`` (``History.update``)."""
+
+    run_id: str
+    stages: list[Doc]
+    document: Doc | None
+
+    def first_op(self, namespace: str) -> InsertOne[Doc] | UpdateOne:
+        """The first write to try, for a multi-collection bulk write."""
+        if self.document is not None:
+            return InsertOne(self.document, namespace=namespace)
+        return UpdateOne({"_id": self.run_id}, self.stages, upsert=True, namespace=namespace)
+
+
+def plan(events: Sequence[Event]) -> list[RunWrite]:
+    """One ``RunWrite`` per run of ``events``, in order of first appearance."""
+    by_run: dict[str, list[Event]] = {}
+    for event in events:
+        by_run.setdefault(event.run_id, []).append(event)
+    writes = []
+    for run_id, run_events in by_run.items():
+        stages = [_stage(event) for event in run_events]
+        document = fold(run_id, stages) if _opens_run(run_events) else None
+        writes.append(RunWrite(run_id, stages, document))
+    return writes
+
+
+@dataclass(frozen=True)
 class RetentionReport:
     by_age: int
     by_count: int
@@ -307,25 +342,23 @@ class History:
 
     def apply_many(self, events: Sequence[Event]) -> None:
         """Fold ``events`` into their runs' documents: one write per run, addressed by
-        ``_id`` alone, so its cost does not grow with the history: an insert of the
-        folded document for a batch that opens its run, else (or if the run has a
-        document after all) an update (an aggregation pipeline, one ``$set`` stage
-        per event, upserting)."""
-        by_run: dict[str, list[Event]] = {}
-        for event in events:
-            by_run.setdefault(event.run_id, []).append(event)
-        for run_id, run_events in by_run.items():
-            stages = [_stage(event) for event in run_events]
-            if _opens_run(run_events):
+        ``_id`` alone, so its cost does not grow with the history (``RunWrite``)."""
+        for write in plan(events):
+            if write.document is not None:
                 try:
-                    self.docs.insert_one(fold(run_id, stages))
+                    self.docs.insert_one(write.document)
                     continue
                 except DuplicateKeyError:  # the run has a document: update it
                     pass
-            try:
-                self.docs.update_one({"_id": run_id}, stages, upsert=True)
-            except DuplicateKeyError:  # two first events of one run raced; retry as update
-                self.docs.update_one({"_id": run_id}, stages)
+            self.update(write)
+
+    def update(self, write: RunWrite) -> None:
+        """``write``'s pipeline update (upserting): after its insert found the run's
+        document there, or for a batch that does not open its run."""
+        try:
+            self.docs.update_one({"_id": write.run_id}, write.stages, upsert=True)
+        except DuplicateKeyError:  # two first events of one run raced; retry as update
+            self.docs.update_one({"_id": write.run_id}, write.stages)
 
     def stranded(self, started_before: datetime, limit: int = 1000) -> list[Doc]:
         """Runs still ``running`` that started before ``started_before``."""

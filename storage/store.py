@@ -21,12 +21,16 @@ that can no longer be rolled back. Every other write takes the URL's write conce
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import pymongo
 from pymongo.collection import Collection
 from pymongo.database import Database
+from pymongo.errors import InvalidOperation
+from pymongo.operations import InsertOne, UpdateOne
 from pymongo.read_concern import ReadConcern
+from pymongo.results import ClientBulkWriteResult
 from pymongo.uri_parser import split_options
 from pymongo.write_concern import WriteConcern
 
@@ -61,6 +65,8 @@ class Store:
 
     def __init__(self, database: Database[Doc]) -> None:
         self.db = database
+        #: Does the server take client-level bulkWrite (MongoDB 8.0+)? None: not known yet.
+        self.writes_across: bool | None = None
 
     @property
     def client(self) -> pymongo.MongoClient[Doc]:
@@ -75,11 +81,42 @@ class Store:
         """Collection ``name`` with ``DURABLE`` writes and ``COMMITTED`` reads: an
         acknowledged write is in the journal of a majority of the replica set, and a
         read sees only such writes. The URL's ``wtimeoutMS``, if any, is kept."""
-        wtimeout = self.client.write_concern.document.get("wtimeout")
-        concern = (
-            DURABLE if wtimeout is None else WriteConcern(w="majority", j=True, wtimeout=wtimeout)
+        return self.db.get_collection(
+            name, write_concern=self.durable_concern(), read_concern=COMMITTED
         )
-        return self.db.get_collection(name, write_concern=concern, read_concern=COMMITTED)
+
+    def durable_concern(self) -> WriteConcern:
+        """``DURABLE``, with the URL's ``wtimeoutMS`` if it has one."""
+        wtimeout = self.client.write_concern.document.get("wtimeout")
+        if wtimeout is None:
+            return DURABLE
+        return WriteConcern(w="majority", j=True, wtimeout=wtimeout)
+
+    def write_across(
+        self, ops: Sequence[InsertOne[Doc] | UpdateOne]
+    ) -> ClientBulkWriteResult | None:
+        """``ops`` (each naming its collection: ``namespace=``) in one round trip, one
+        client-level ``bulkWrite``, unordered, ``DURABLE``; raises
+        ``ClientBulkWriteException`` naming each failed op by index. None, with
+        nothing written, when the server is older than MongoDB 8.0 (which has no such
+        command): the caller then writes collection by collection."""
+        if self.writes_across is False:
+            return None
+        try:
+            result = self.client.bulk_write(
+                list(ops), ordered=False, write_concern=self.durable_concern()
+            )
+        except InvalidOperation as exc:  # raised before anything is sent
+            if "8.0" not in str(exc):
+                raise
+            self.writes_across = False
+            return None
+        self.writes_across = True
+        return result
+
+    def namespace(self, collection: str) -> str:
+        """``<database>.<collection>``, as ``write_across`` names a collection."""
+        return f"{self.db.name}.{collection}"
 
     def physical(self, physical_name: str) -> Collection[Doc]:
         return self.db[physical_name]
