@@ -65,7 +65,7 @@ class Store:
 
     def __init__(self, database: Database[Doc]) -> None:
         self.db = database
-        #: Does the server take client-level bulkWrite (MongoDB 8.0+)? None: not known yet.
+        #: Use client-level bulkWrite (``write_across``)? None: not known yet.
         self.writes_across: bool | None = None
 
     @property
@@ -98,21 +98,30 @@ class Store:
         """``ops`` (each naming its collection: ``namespace=``) in one round trip, one
         client-level ``bulkWrite``, unordered, ``DURABLE``; raises
         ``ClientBulkWriteException`` naming each failed op by index. None, with
-        nothing written, when the server is older than MongoDB 8.0 (which has no such
-        command): the caller then writes collection by collection."""
-        if self.writes_across is False:
+        nothing written, where the server cannot do that durably: the caller then
+        writes collection by collection (``takes_durable_bulk_write``)."""
+        if self.writes_across is None:
+            self.writes_across = self.takes_durable_bulk_write()
+        if not self.writes_across:
             return None
         try:
-            result = self.client.bulk_write(
+            return self.client.bulk_write(
                 list(ops), ordered=False, write_concern=self.durable_concern()
             )
-        except InvalidOperation as exc:  # raised before anything is sent
+        except InvalidOperation as exc:  # older than 8.0: raised before anything is sent
             if "8.0" not in str(exc):
                 raise
             self.writes_across = False
             return None
-        self.writes_across = True
-        return result
+
+    def takes_durable_bulk_write(self) -> bool:
+        """Does the server take a client-level ``bulkWrite`` (MongoDB 8.0+) and honour
+        its write concern? SecantusDB (0.7) takes the command but runs its ops without
+        the write concern: a ``j: true`` write is then not journaled, and a kill -9
+        loses it (``tests/test_workers_more.py``, database down mid-run, showed it)."""
+        info = self.client.admin.command("buildInfo")
+        version = info.get("versionArray") or [0]
+        return "secantusVersion" not in info and int(version[0]) >= 8
 
     def namespace(self, collection: str) -> str:
         """``<database>.<collection>``, as ``write_across`` names a collection."""

@@ -1,7 +1,11 @@
 """storage.runlog: the event log and the history written in one round trip
-(MongoDB 8's client-level bulkWrite, which SecantusDB serves), with the semantics of
-writing them one after the other: the same documents, the same "fresh" answers, the
-same failures."""
+(MongoDB 8's client-level bulkWrite), with the semantics of writing them one after
+the other: the same documents, the same "fresh" answers, the same failures.
+
+SecantusDB serves bulkWrite but drops its write concern (its ops are not journaled),
+so slurp does not use it there (``Store.takes_durable_bulk_write``); no MongoDB 8
+server runs on these machines. These tests turn the one-round-trip path on against
+SecantusDB to check its semantics; its durability is MongoDB's to keep."""
 
 from __future__ import annotations
 
@@ -30,11 +34,15 @@ def _as(run_id: str, events: list[Event]) -> list[Event]:
 
 
 def _two_steps(store: Store) -> RunLog:
-    """A RunLog writing as it does on servers older than MongoDB 8.0 (none runs here:
-    the path is chosen by setting what ``Store.write_across`` would have found)."""
-    log = RunLog(store)
+    """A RunLog writing as it does on servers without a durable client bulkWrite."""
     store.writes_across = False
-    return log
+    return RunLog(store)
+
+
+def _one_round_trip(store: Store) -> RunLog:
+    """A RunLog writing as it does on MongoDB 8.0+ (see the module's docstring)."""
+    store.writes_across = True
+    return RunLog(store)
 
 
 def _deliveries() -> list[list[list[Event]]]:
@@ -48,8 +56,7 @@ def _deliveries() -> list[list[list[Event]]]:
 
 
 def test_one_round_trip_writes_what_two_steps_write(store: Store) -> None:
-    together, apart = RunLog(store), RunLog(Store(store.db))
-    apart.store.writes_across = False
+    together, apart = _one_round_trip(store), _two_steps(Store(store.db))
     for n, batches in enumerate(_deliveries()):
         fresh: dict[str, list[list[bool]]] = {"one": [], "two": []}
         for batch in batches:
@@ -61,13 +68,19 @@ def test_one_round_trip_writes_what_two_steps_write(store: Store) -> None:
         assert {**one, "_id": "x"} == {**two, "_id": "x"}, batches
         logged = [len(EventLog(store).for_run(f"{side}-{n}")) for side in ("one", "two")]
         assert logged == [len({e.event_id for b in batches for e in b})] * 2
-    assert store.writes_across is True  # the embedded server took the client bulkWrite
+
+
+def test_the_embedded_server_is_written_in_two_steps(store: Store) -> None:
+    log = RunLog(store)
+    assert log.record(lifecycle("embedded")) == [True] * 4
+    assert store.writes_across is False  # SecantusDB would not journal a bulkWrite
+    assert len(EventLog(store).for_run("embedded")) == 4
 
 
 def test_a_batch_is_one_database_command(store: Store, mongo_url: str) -> None:
     seen: list[str] = []
     client: MongoClient[Doc] = MongoClient(mongo_url, event_listeners=[_Listener(seen.append)])
-    log = RunLog(Store(client[store.db.name]))
+    log = _one_round_trip(Store(client[store.db.name]))
     log.record(lifecycle("warm"))  # server selection, first connection
     seen.clear()
     log.record(lifecycle("counted"))
@@ -95,7 +108,7 @@ class _Listener(monitoring.CommandListener):
 def test_an_event_the_log_refuses_raises_and_a_retry_completes(store: Store, path: str) -> None:
     """A failed append raises (the worker then queues the events for the event
     consumer); the retry stores what is missing and folds the history once."""
-    log = RunLog(store) if path == "one round trip" else _two_steps(store)
+    log = _one_round_trip(store) if path == "one round trip" else _two_steps(store)
     store.db.create_collection(
         "slurp_events", validator={"$jsonSchema": {"properties": {"kind": {"enum": ["started"]}}}}
     )
@@ -114,7 +127,7 @@ def test_an_event_the_log_refuses_raises_and_a_retry_completes(store: Store, pat
 def test_a_failing_history_write_is_logged_and_the_events_are_kept(
     store: Store, path: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    log = RunLog(store) if path == "one round trip" else _two_steps(store)
+    log = _one_round_trip(store) if path == "one round trip" else _two_steps(store)
     store.db.create_collection(
         "slurp_history", validator={"$jsonSchema": {"required": ["never-there"]}}
     )
@@ -128,7 +141,7 @@ def test_a_failing_history_write_is_logged_and_the_events_are_kept(
 def test_a_run_with_a_document_already_is_updated(store: Store) -> None:
     """The insert of a batch opening its run finds the document (written by a later
     event that arrived first): the update folds the batch in."""
-    log = RunLog(store)
+    log = _one_round_trip(store)
     events = lifecycle("late-start")
     log.record(events[3:])  # the success first
     log.record([events[0]])  # then the first start: insert fails on _id, update applies
