@@ -1,7 +1,7 @@
 """``CancelWatch``: turns an operator's cancel request (a mark in the coordination
 store, ``Coordination.request_cancel``) into the run's ``CancelToken``.
 
-A background thread asks ``Coordination.cancel_requested`` every ``CANCEL_POLL_S``
+A timer (``workers.timers``) asks ``Coordination.cancel_requested`` every ``CANCEL_POLL_S``
 while the run goes on, and cancels the token when the run was cancelled: that wakes
 the run's waits and interrupts its blocked fetches at once (``datasources.cancel``),
 and the runner's checks at batch boundaries stop the run. The cancel latency is thus
@@ -14,11 +14,11 @@ observer never breaks a run.
 from __future__ import annotations
 
 import logging
-import threading
 from types import TracebackType
 
 from datasources.cancel import CancelToken
 from workers.coordination import Coordination
+from workers.timers import Timer, process_timers
 
 __all__ = ["CANCEL_POLL_S", "CancelWatch"]
 
@@ -44,22 +44,18 @@ class CancelWatch:
         self.poll_s = poll_s
         #: Who cancelled the run ('' if unknown); None while nobody has.
         self.requested_by: str | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._failing = False
+        self._timer: Timer | None = None
 
     def __enter__(self) -> CancelWatch:
-        self._thread = threading.Thread(
-            target=self._watch, name=f"cancel-watch {self.run_id}", daemon=True
-        )
-        self._thread.start()
+        self._timer = process_timers().every(self.poll_s, self._poll_once)
         return self
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        if self._timer is not None:
+            self._timer.cancel(wait=True)  # no poll after the run
 
     def poll(self) -> bool:
         """Look once; True if the run was cancelled (and the token is)."""
@@ -70,14 +66,14 @@ class CancelWatch:
         self.token.cancel(f"run {self.run_id} was cancelled" + (f" by {who}" if who else ""))
         return True
 
-    def _watch(self) -> None:
-        failing = False
-        while not self._stop.wait(self.poll_s):
-            try:
-                if self.poll():
-                    return
-                failing = False
-            except Exception as exc:  # keep the run going; look again later
-                if not failing:  # once per outage, not every poll
-                    logger.warning("looking for a cancel of run %s failed: %s", self.run_id, exc)
-                failing = True
+    def _poll_once(self) -> bool:
+        """One look (every ``poll_s``); False, ending the watch, once cancelled."""
+        try:
+            cancelled = self.poll()
+            self._failing = False
+            return not cancelled
+        except Exception as exc:  # keep the run going; look again later
+            if not self._failing:  # once per outage, not every poll
+                logger.warning("looking for a cancel of run %s failed: %s", self.run_id, exc)
+            self._failing = True
+            return True

@@ -25,6 +25,8 @@ from typing import Literal
 
 import redis
 
+from workers.timers import Timer, process_timers
+
 __all__ = [
     "COMMITTING_TTL_S",
     "DONE_MARKER_TTL_S",
@@ -117,8 +119,7 @@ class JobLease:
         self.done = False
         self.ttl_ms = max(int(ttl_s * 1000), 100)
         self.lost = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._renewal: Timer | None = None
 
     def acquire(self) -> bool:
         """Take the lease if free; False if another run holds it."""
@@ -159,9 +160,9 @@ class JobLease:
         self.done = True
 
     def release(self) -> None:
-        # The renewal thread is told to stop but not waited for (it wakes only every
-        # ttl/3): a renewal racing the release finds the token gone and changes nothing.
-        self._stop.set()
+        # Renewal stops, a renewal in progress is not waited for: racing the release,
+        # it finds the token gone and changes nothing.
+        self._stop_renewal()
         try:
             keys = [self.key, self.done_key, committing_key(self.run_id)]
             args = [self.token, "1" if self.done else "0", DONE_MARKER_TTL_S]
@@ -170,8 +171,7 @@ class JobLease:
             logger.warning("could not release %s; it expires in %d ms", self.key, self.ttl_ms)
 
     def __enter__(self) -> JobLease:
-        self._thread = threading.Thread(target=self._keep, name=f"lease {self.key}", daemon=True)
-        self._thread.start()
+        self._renewal = process_timers().every(self.ttl_ms / 3000, self._renew_once)
         return self
 
     def __exit__(
@@ -179,13 +179,18 @@ class JobLease:
     ) -> None:
         self.release()
 
-    def _keep(self) -> None:
-        interval_s = self.ttl_ms / 3000
-        while not self._stop.wait(interval_s):
-            try:
-                if not self.renew():
-                    if not self._stop.is_set():  # not merely released meanwhile
-                        logger.error("lease %s was lost (expired or taken over)", self.key)
-                    return
-            except redis.RedisError as exc:  # keep trying until the ttl runs out
-                logger.warning("renewing lease %s failed: %s", self.key, exc)
+    def _stop_renewal(self) -> None:
+        if self._renewal is not None:
+            self._renewal.cancel()
+
+    def _renew_once(self) -> bool:
+        """One renewal (every ttl/3 while held); False once the lease is lost."""
+        try:
+            if self.renew():
+                return True
+            if self._renewal is not None and not self._renewal.cancelled:  # not released
+                logger.error("lease %s was lost (expired or taken over)", self.key)
+            return False
+        except redis.RedisError as exc:  # keep trying until the ttl runs out
+            logger.warning("renewing lease %s failed: %s", self.key, exc)
+            return True

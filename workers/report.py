@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 from contracts.events import Event
 from workers.events import EventSink, publish_all
+from workers.timers import Timer, process_timers
 
 __all__ = ["DEFAULT_START_REPORT_DELAY_S", "AttemptReport"]
 
@@ -46,7 +47,7 @@ class AttemptReport:
         self.visible = threading.Event()
         self._lock = threading.Lock()
         self._pending: list[Event] = []
-        self._timer: threading.Timer | None = None
+        self._timer: Timer | None = None
 
     def start(self, event: Event) -> None:
         """Hold ``event`` (the attempt's ``JobStarted``) back for ``delay_s``."""
@@ -54,9 +55,7 @@ class AttemptReport:
         if self.delay_s <= 0:
             self.flush()
             return
-        self._timer = threading.Timer(self.delay_s, self._flush_in_background)
-        self._timer.daemon = True
-        self._timer.start()
+        self._timer = process_timers().after(self.delay_s, self._flush_in_background)
 
     def flush(self) -> None:
         """Record what is held back now (raises if the sink does)."""
