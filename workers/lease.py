@@ -4,7 +4,7 @@
 does it in one script with the run's "already done?" check); the token starts with
 the run id (``<run_id>|<holder>|<random>``) so anyone can tell which run holds a job.
 The holder renews it
-every ``ttl / 3`` from a background thread (compare-and-expire in Lua, so only the
+every ``ttl / 3`` by a timer (``workers.timers``; compare-and-expire in Lua, so only the
 holder can renew or release it). If the holder process dies, the lease expires after
 at most ``ttl_s`` and the job's next message can run.
 
@@ -130,7 +130,7 @@ class JobLease:
         return value.decode() if isinstance(value, bytes) else value
 
     def held(self) -> bool:
-        """Still ours, checked against Redis (not only the renewal thread's view)."""
+        """Still ours, checked against Redis (not only the renewal timer's view)."""
         return not self.lost.is_set() and self.holder() == self.token
 
     def renew(self) -> bool:

@@ -26,7 +26,7 @@ path is testable in-process. The steps, each recorded in the event log:
    ``failed``; a failed guard is not retried unless ``guards.retry``, and its event
    carries the guard's figures), or ``JobCancelled``.
 
-Cancelling (``CancelWatch``): while the run goes on, a watcher thread looks for a
+Cancelling (``CancelWatch``): while the run goes on, a timer (``workers.timers``) looks for a
 cancel request; once there is one, the run's ``CancelToken`` interrupts blocked
 fetches (HTTP, SQL) and the run stops at its next check (every record, every batch,
 every page): the strategy aborts (nothing written stays), sources with a commit give
