@@ -343,7 +343,11 @@ class History:
     def apply_many(self, events: Sequence[Event]) -> None:
         """Fold ``events`` into their runs' documents: one write per run, addressed by
         ``_id`` alone, so its cost does not grow with the history (``RunWrite``)."""
-        for write in plan(events):
+        self.apply_writes(plan(events))
+
+    def apply_writes(self, writes: Sequence[RunWrite]) -> None:
+        """``apply_many`` of the writes ``plan`` made of a batch."""
+        for write in writes:
             if write.document is not None:
                 try:
                     self.docs.insert_one(write.document)

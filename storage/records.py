@@ -68,11 +68,9 @@ def get_path(doc: Mapping[str, Any], path: str) -> Any:
 
 def key_of(record: Mapping[str, Any], path: str, position: int) -> str | int | float:
     """The upsert key of ``record`` at ``path`` (dotted for nested objects)."""
-    value: Any = record
-    for part in path.split("."):
-        if not isinstance(value, Mapping) or part not in value:
-            raise BadRecordError(position, f"upsert key {path!r} is missing")
-        value = value[part]
+    value = get_path(record, path)
+    if value is MISSING:
+        raise BadRecordError(position, f"upsert key {path!r} is missing")
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise BadRecordError(
             position,

@@ -3,9 +3,9 @@
 ``RunLog.record`` appends the events (``storage.events``) and folds them into their
 runs' history documents (``storage.history``): on MongoDB 8.0+ in one round trip, a
 client-level ``bulkWrite`` holding the events' inserts and each run's first history
-write (``Store.write_across``: one write command where there were two, which is
-what a write costs most on the embedded server); on older servers the event log's
-insert, then the history's writes. Either way the semantics are those of the two
+write (``Store.write_across``: one write command and one journal wait where there
+were two); on older servers, and on SecantusDB (``Store.takes_durable_bulk_write``),
+the event log's insert, then the history's writes. Either way the semantics are those of the two
 steps: an event already in the log is reported as not fresh (it was counted), a
 failure to append raises (the caller hands the events to the event queue, which
 records them again: both steps are idempotent), and a failing history write is
@@ -47,6 +47,8 @@ class RunLog:
         """Append ``events`` and fold them into the history; for each event, False if
         the log had it already. Raises if the events could not be appended."""
         writes = plan(events)
+        if not self.store.takes_durable_bulk_write():
+            return self._in_two_steps(events, writes)
         ops: list[InsertOne[Doc] | UpdateOne] = [
             InsertOne(as_doc(event), namespace=self.store.namespace(EVENTS_COLLECTION))
             for event in events
@@ -54,16 +56,15 @@ class RunLog:
         history = self.store.namespace(HISTORY_COLLECTION)
         ops += [write.first_op(history) for write in writes]
         try:
-            if self.store.write_across(ops) is None:  # older than MongoDB 8.0
-                return self._in_two_steps(events)
+            self.store.write_across(ops)
         except ClientBulkWriteException as exc:
             return self._after_errors(exc, len(events), writes)
         return [True] * len(events)
 
-    def _in_two_steps(self, events: Sequence[Event]) -> list[bool]:
+    def _in_two_steps(self, events: Sequence[Event], writes: list[RunWrite]) -> list[bool]:
         fresh = self.events.append_many(events)
         try:
-            self.history.apply_many(events)
+            self.history.apply_writes(writes)
         except Exception:
             logger.exception("history update for run %s failed; rebuild it", events[0].run_id)
         return fresh

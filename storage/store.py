@@ -27,7 +27,6 @@ from typing import Any
 import pymongo
 from pymongo.collection import Collection
 from pymongo.database import Database
-from pymongo.errors import InvalidOperation
 from pymongo.operations import InsertOne, UpdateOne
 from pymongo.read_concern import ReadConcern
 from pymongo.results import ClientBulkWriteResult
@@ -65,7 +64,7 @@ class Store:
 
     def __init__(self, database: Database[Doc]) -> None:
         self.db = database
-        #: Use client-level bulkWrite (``write_across``)? None: not known yet.
+        #: ``takes_durable_bulk_write``'s answer; None: not asked yet.
         self.writes_across: bool | None = None
 
     @property
@@ -92,36 +91,25 @@ class Store:
             return DURABLE
         return WriteConcern(w="majority", j=True, wtimeout=wtimeout)
 
-    def write_across(
-        self, ops: Sequence[InsertOne[Doc] | UpdateOne]
-    ) -> ClientBulkWriteResult | None:
+    def write_across(self, ops: Sequence[InsertOne[Doc] | UpdateOne]) -> ClientBulkWriteResult:
         """``ops`` (each naming its collection: ``namespace=``) in one round trip, one
         client-level ``bulkWrite``, unordered, ``DURABLE``; raises
-        ``ClientBulkWriteException`` naming each failed op by index. None, with
-        nothing written, where the server cannot do that durably: the caller then
-        writes collection by collection (``takes_durable_bulk_write``)."""
-        if self.writes_across is None:
-            self.writes_across = self.takes_durable_bulk_write()
-        if not self.writes_across:
-            return None
-        try:
-            return self.client.bulk_write(
-                list(ops), ordered=False, write_concern=self.durable_concern()
-            )
-        except InvalidOperation as exc:  # older than 8.0: raised before anything is sent
-            if "8.0" not in str(exc):
-                raise
-            self.writes_across = False
-            return None
+        ``ClientBulkWriteException`` naming each failed op by index. Only where
+        ``takes_durable_bulk_write``: elsewhere, write collection by collection."""
+        concern = self.durable_concern()
+        return self.client.bulk_write(list(ops), ordered=False, write_concern=concern)
 
     def takes_durable_bulk_write(self) -> bool:
         """Does the server take a client-level ``bulkWrite`` (MongoDB 8.0+) and honour
-        its write concern? SecantusDB (0.7) takes the command but runs its ops without
-        the write concern: a ``j: true`` write is then not journaled, and a kill -9
-        loses it (``tests/test_workers_more.py``, database down mid-run, showed it)."""
-        info = self.client.admin.command("buildInfo")
-        version = info.get("versionArray") or [0]
-        return "secantusVersion" not in info and int(version[0]) >= 8
+        its write concern? Asked once (``buildInfo``), then kept in ``writes_across``.
+        SecantusDB (0.7) takes the command but runs its ops without the write concern:
+        a ``j: true`` write is then not journaled, and a kill -9 loses it
+        (``tests/test_workers_more.py``, database down mid-run, showed it)."""
+        if self.writes_across is None:
+            info = self.client.admin.command("buildInfo")
+            version = info.get("versionArray") or [0]
+            self.writes_across = "secantusVersion" not in info and int(version[0]) >= 8
+        return self.writes_across
 
     def namespace(self, collection: str) -> str:
         """``<database>.<collection>``, as ``write_across`` names a collection."""

@@ -9,8 +9,8 @@ the lease, ``Lease.mark_done``).
 
 Cancelling: ``request_cancel`` marks a run cancelled unless it is done or committing;
 ``admit`` refuses a run marked cancelled (a queued run is skipped), a running run
-sees the mark through ``cancel_requested`` (at batch boundaries and from a watcher
-thread), and the lease's ``begin_commit`` is the last gate: in one atomic step it
+sees the mark through ``cancel_requested`` (at batch boundaries and from a timer,
+``workers.cancel``), and the lease's ``begin_commit`` is the last gate: in one atomic step it
 checks the lease is still the run's, refuses a cancelled run or marks it committing,
 after which ``request_cancel`` is refused (the release clears the mark). So a commit
 either completes or never starts, whatever the timing.
