@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Callable
 
 import pytest
-from pymongo import MongoClient, monitoring
+from pymongo import MongoClient
 from pymongo.errors import ClientBulkWriteException
 
 from contracts.events import Event, JobStarted
@@ -23,6 +22,7 @@ from storage.history import History
 from storage.runlog import RunLog
 from storage.store import Doc, Store
 from tests.test_history import lifecycle
+from tests.test_store_concerns import Commands
 
 
 def _as(run_id: str, events: list[Event]) -> list[Event]:
@@ -78,30 +78,16 @@ def test_the_embedded_server_is_written_in_two_steps(store: Store) -> None:
 
 
 def test_a_batch_is_one_database_command(store: Store, mongo_url: str) -> None:
-    seen: list[str] = []
-    client: MongoClient[Doc] = MongoClient(mongo_url, event_listeners=[_Listener(seen.append)])
+    commands = Commands()
+    client: MongoClient[Doc] = MongoClient(mongo_url, event_listeners=[commands])
     log = _one_round_trip(Store(client[store.db.name]))
     log.record(lifecycle("warm"))  # server selection, first connection
-    seen.clear()
+    commands.sent.clear()
     log.record(lifecycle("counted"))
-    assert seen == ["bulkWrite"]
+    assert [name for name, _, _ in commands.sent] == ["bulkWrite"]
     client.close()
     assert History(store).get("counted") is not None
     assert len(EventLog(store).for_run("counted")) == 4
-
-
-class _Listener(monitoring.CommandListener):
-    def __init__(self, seen: Callable[[str], None]) -> None:
-        self.seen = seen
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        self.seen(event.command_name)
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
 
 
 @pytest.mark.parametrize("path", ["one round trip", "two steps"])
